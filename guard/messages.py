@@ -1,0 +1,78 @@
+"""Normalise OpenAI-style chat messages at the edge (CLI, HTTP) into ``guard.types.Message``.
+
+Accepts string content or a list of ``{"type": "text", "text": ...}`` parts; assistant messages
+whose content is null but carry ``tool_calls`` are turned into text so that tool-call arguments
+are judged too. Anything else is a ``BadInput`` with a message that names the offending message.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from guard.errors import BadInput
+from guard.types import Message, TextPart
+
+_ROLES = ("system", "user", "assistant", "tool")
+_ROLE_ALIASES = {"developer": "system", "function": "tool"}
+
+
+def parse_messages(raw: Any) -> list[Message]:
+    """Validate and normalise a JSON value (a list of message objects)."""
+    if not isinstance(raw, list):
+        raise BadInput("messages must be a JSON array of message objects", param="messages")
+    if not raw:
+        raise BadInput("the conversation is empty", param="messages")
+    return [_parse_message(i, item) for i, item in enumerate(raw)]
+
+
+def parse_messages_json(text: str) -> list[Message]:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return parse_messages(raw)
+
+
+def _parse_message(index: int, item: Any) -> Message:
+    where = f"messages[{index}]"
+    if not isinstance(item, dict):
+        raise BadInput(f"{where} must be an object", param=where)
+    role = item.get("role")
+    role = _ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
+    if role not in _ROLES:
+        raise BadInput(f"{where}.role must be one of {', '.join(_ROLES)} (got {item.get('role')!r})",
+                       param=f"{where}.role")
+    content = _parse_content(where, item.get("content"), item.get("tool_calls"))
+    name = item.get("name")
+    return Message(role=role, content=content, name=name if isinstance(name, str) else None)
+
+
+def _parse_content(where: str, content: Any, tool_calls: Any) -> str | list[TextPart]:
+    if isinstance(content, str):
+        return content
+    if content is None:
+        if tool_calls:
+            return _tool_calls_text(where, tool_calls)
+        raise BadInput(f"{where}.content is missing", param=f"{where}.content")
+    if isinstance(content, list):
+        return [_parse_part(f"{where}.content[{i}]", part) for i, part in enumerate(content)]
+    raise BadInput(f"{where}.content must be a string or a list of text parts", param=f"{where}.content")
+
+
+def _parse_part(where: str, part: Any) -> TextPart:
+    if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        raise BadInput(f"{where} must be a text part {{\"type\": \"text\", \"text\": ...}} (got {kind!r})",
+                       param=where)
+    return TextPart(text=part["text"])
+
+
+def _tool_calls_text(where: str, tool_calls: Any) -> str:
+    if not isinstance(tool_calls, list):
+        raise BadInput(f"{where}.tool_calls must be a list", param=f"{where}.tool_calls")
+    lines = []
+    for call in tool_calls:
+        fn = call.get("function", {}) if isinstance(call, dict) else {}
+        lines.append(f"{fn.get('name', '')}({fn.get('arguments', '')})")
+    return "\n".join(lines)

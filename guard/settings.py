@@ -1,0 +1,65 @@
+"""Process settings, read from the environment with the ``GUARD_`` prefix (pydantic-settings).
+
+CLI flags override these; a flag's default comes from here, so every flag can also be set by its
+``GUARD_`` variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class GuardSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GUARD_", env_file=None, extra="ignore")
+
+    # ---- models (a hub id or a local directory; empty = the demo models)
+    llama_guard: str = ""
+    llama_guard_revision: str | None = None
+    family: str | None = None  # llama-guard-3-1b, llama-guard-3-8b, llama-guard-4, ...
+    prompt_guard: str = ""
+    prompt_guard_revision: str | None = None
+    dtype: DType = "auto"
+    device: str = "auto"
+    demo_models_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "guard" / "demo-models")
+
+    # ---- batching (in-process executor and Celery workers)
+    max_batch_size: int = 16
+    max_wait_ms: float = 5.0
+
+    # ---- executor / Celery
+    broker_url: str | None = None
+    result_backend: str | None = None
+    check_timeout_s: float = 30.0
+
+    # ---- policies
+    policies_dir: Path = Path("policies")
+    default_policy: str = "default"
+
+    # ---- audit
+    audit_url: str = "sqlite:///guard-audit.sqlite3"
+    audit_on_failure: Literal["fail_closed", "journal"] = "fail_closed"
+    audit_journal: Path = Path("guard-audit.journal.jsonl")
+
+    # ---- gateway
+    host: str = "127.0.0.1"
+    port: int = 8000
+    upstream: str | None = None
+    upstream_api_key_env: str = "GUARD_UPSTREAM_API_KEY"
+    upstream_timeout_s: float = 60.0
+    config_file: Path | None = None
+    open_mode: bool | None = None  # None = on for loopback binds only
+    max_body_bytes: int = 1_000_000
+    max_messages: int = 256
+    max_message_chars: int = 100_000
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> GuardSettings:
+    return GuardSettings()
