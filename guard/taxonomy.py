@@ -93,12 +93,13 @@ def hazard(code: str) -> Hazard:
 
 
 def default_categories(family: str) -> dict[str, str]:
-    """The family's default prompt categories, code -> short name (without the trailing period)."""
+    """The family's default prompt categories, code -> the text printed after ``"{code}: "`` in the
+    prompt (the short name with its period, as in the HF templates)."""
     try:
         codes = FAMILY_DEFAULT_CODES[family]
     except KeyError:
         raise BadInput(f"no default S-code category set for family {family!r}") from None
-    return {code: HAZARDS[code].name for code in codes}
+    return {code: HAZARDS[code].name + "." for code in codes}
 
 
 def check_custom_code(code: str) -> str:
@@ -111,7 +112,8 @@ def check_custom_code(code: str) -> str:
 def resolve_categories(
     family: str, categories: dict[str, str] | None = None, excluded: list[str] | tuple[str, ...] = ()
 ) -> dict[str, str]:
-    """Categories as printed in the prompt: custom ones replace the default list; excluded codes are
+    """Categories as printed in the prompt (code -> text printed verbatim after ``"{code}: "``):
+    custom ones replace the default list; excluded codes are
     dropped without renumbering. Unknown excluded codes are an error, not silently ignored."""
     chosen = dict(categories) if categories is not None else default_categories(family)
     for code in chosen:
