@@ -120,6 +120,9 @@ class PromptGuardResult(_Strict):
     segments: int = 1
     source: MessageSource = "user"
     latency_ms: float = 0.0
+    # Index of the scanned message in the checked conversation (set by the checks from the plan;
+    # the runner does not know it). Lets a decision name the message that crossed.
+    message_index: int | None = None
 
 
 # --------------------------------------------------------------------------- decisions
