@@ -1,0 +1,1 @@
+"""Llama Guard: prompt rendering and tokenization (runner and scoring live beside them)."""
