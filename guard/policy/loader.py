@@ -4,7 +4,7 @@
   such as ``policies/tests/`` for test cases, and dot-files are skipped). ``id`` defaults to the
   file name without its extension; ids are unique.
 * ``extends: PARENT`` merges the file over the resolved parent: mappings merge key by key, lists
-  and scalars replace. ``id``, ``version``, ``description``, ``extends`` and ``attach`` are never
+  and scalars replace, an empty mapping (``{}``) clears the inherited one. ``id``, ``version``, ``description``, ``extends`` and ``attach`` are never
   inherited. Chains may be any depth; cycles and unknown parents are errors.
 * Every problem is a ``PolicyIssue`` printed as ``file:line: message``; the line is the line of the
   offending key (or of its nearest parent key when the key is missing), in whichever file of the
@@ -250,7 +250,9 @@ class _Resolver:
 
 
 def _deep_merge(base: Any, over: Any) -> Any:
-    if isinstance(base, dict) and isinstance(over, dict):
+    """Child over parent: mappings merge key by key; anything else, and an empty mapping (the
+    way to clear an inherited one: ``categories: {}``), replaces."""
+    if isinstance(base, dict) and isinstance(over, dict) and over:
         out = dict(base)
         for key, value in over.items():
             out[key] = _deep_merge(base[key], value) if key in base else value

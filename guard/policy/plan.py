@@ -4,9 +4,10 @@ Llama Guard sees a window of the conversation (``context``): the current turn pl
 ``context.turns`` past turns, where a turn starts at a ``user`` message, keeping only the roles in
 ``context.roles``.
 
-* ``input``: the window ends at the last message of a role other than ``assistant`` (trailing
-  assistant messages were judged as output before), so the judged role is the user's. No user
-  message in the window = no Llama Guard request.
+* ``input``: the window ends at the last ``user`` message, so the judged role is the user's
+  (trailing assistant messages were judged as output before; trailing tool results sit on the
+  Agent side of the prompt and are Prompt Guard's to judge). No user message in the window = no
+  Llama Guard request.
 * ``output``: the conversation must end with the assistant reply being judged; the window ends
   there (the reply is always included, whatever ``context.roles`` says).
 
@@ -132,10 +133,8 @@ def _llama_guard_window(policy: Policy, messages: Sequence[Message], direction: 
         if not indices or indices[-1] != last:
             indices.append(last)
         return indices
-    while indices and messages[indices[-1]].role == "assistant":
+    while indices and messages[indices[-1]].role != "user":
         indices.pop()
-    if not any(messages[i].role == "user" for i in indices):
-        return []
     return indices
 
 
