@@ -1,0 +1,300 @@
+"""The Llama Guard runner: classify conversations with one batched forward pass.
+
+``LlamaGuardRunner.classify(requests)`` renders and tokenizes each request (``prompt``,
+``tokenize``), reuses the cached key/value state of its prompt header (``cache``), runs one forward
+per batch of length-sorted requests (``forward``), and turns the logits into scores (``scoring``):
+
+* ``unsafe_score``: P(``unsafe``) over the full vocabulary at the verdict position (after the
+  ``"\\n\\n"`` lead-in for prompts that end at the assistant header); ``unsafe_score_pair`` beside it;
+* ``category_scores``: P(the code is listed first | ``unsafe\\n``) x ``unsafe_score``, for every code
+  in the prompt;
+* ``categories`` / ``output``: the greedy output (at most ``max_new_tokens`` = 20 tokens, stop at
+  end of turn) and the codes it lists, parsed strictly.
+
+When the greedy decode runs: always when ``request.decode``; otherwise unless the forward already
+shows that the greedy output begins with the lead-in followed by ``safe`` (argmax at both
+positions). So ``unsafe_score >= 0.5`` always decodes (``unsafe`` is then the argmax), and so does a
+model that would answer anything but ``safe`` -- an off-format answer is found and raised as
+``MalformedModelOutput``, never reported as safe. A skipped decode gives ``output=None`` and
+``categories=[]`` (the greedy answer is ``safe``, up to what follows it). A decoded ``unsafe``
+answer lists its codes in ``categories`` even when ``unsafe_score`` is below 0.5 (it can be the
+argmax without being a majority): the scores and the greedy answer are reported side by side.
+
+Thread-safe: one lock serialises use of the model (and its header cache).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from guard.errors import BadInput, GuardError
+from guard.models.llama_guard.cache import HeaderCache, HeaderKV, compute_headers
+from guard.models.llama_guard.family import FamilySpec, get_family, guess_family
+from guard.models.llama_guard.forward import BatchForward, Row
+from guard.models.llama_guard.prompt import render_prompt
+from guard.models.llama_guard.scoring import (
+    CodeTrie,
+    parse_output,
+    resolve_verdict_tokens,
+    verdict_probabilities,
+)
+from guard.models.llama_guard.tokenize import encode_prompt
+from guard.types import LlamaGuardRequest, LlamaGuardResult, ModelInfo
+
+MAX_NEW_TOKENS = 20
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What the model says about one request, before its output is parsed."""
+
+    unsafe_score: float
+    unsafe_score_pair: float
+    codes: tuple[str, ...]  # the prompt's category codes, in prompt order
+    category_scores: dict[str, float]
+    output: str | None  # stripped greedy output; None when the decode was skipped
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    index: int
+    request: LlamaGuardRequest
+    ids: tuple[int, ...]
+    header_len: int
+    codes: tuple[str, ...]
+    trie: CodeTrie
+
+
+class LlamaGuardRunner:
+    """Classifies conversations with one Llama Guard model. ``classify`` is thread-safe."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        family: str,
+        info: ModelInfo | None = None,
+        max_batch_size: int = 16,
+        max_batch_tokens: int = 32768,
+        header_cache: HeaderCache | None = None,
+        use_header_cache: bool = True,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+    ) -> None:
+        self.spec: FamilySpec = get_family(family)
+        self.family = self.spec.name
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.info = info or ModelInfo(model=str(getattr(model, "name_or_path", "") or "in-memory"),
+                                      family=self.family, device=str(model.device),
+                                      dtype=str(model.dtype).removeprefix("torch."))
+        self.max_batch_size = max(1, max_batch_size)
+        self.max_batch_tokens = max_batch_tokens
+        self.max_new_tokens = max_new_tokens
+        self.use_header_cache = use_header_cache
+        self.header_cache = header_cache if header_cache is not None else HeaderCache()
+        self.tokens = resolve_verdict_tokens(tokenizer, self.spec, extra_stop=_generation_eos(model))
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.tokens.safe
+        self._forward = BatchForward(model, self.tokens, pad_id=int(pad))
+        self._code_after = self.spec.verdict_lead_in + self.spec.unsafe_token + "\n"
+        self._tries: OrderedDict[tuple[str, ...], CodeTrie] = OrderedDict()
+        self._lock = threading.Lock()
+        self._prep_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public API
+
+    def classify(self, requests: Sequence[LlamaGuardRequest]) -> list[LlamaGuardResult]:
+        """Results in request order; the first failure (bad input, malformed output) is raised."""
+        outcomes = self.classify_each(requests)
+        for outcome in outcomes:
+            if isinstance(outcome, GuardError):
+                raise outcome
+        return outcomes  # type: ignore[return-value]
+
+    def classify_each(self, requests: Sequence[LlamaGuardRequest]) -> list[LlamaGuardResult | GuardError]:
+        """Like ``classify``, but a request that fails yields its ``GuardError`` in its slot, so one
+        bad request in a batch does not fail the others."""
+        outcomes: list[LlamaGuardResult | GuardError] = []
+        for request, scores in zip(requests, self.score(requests)):
+            outcomes.append(scores if isinstance(scores, GuardError) else self._result(request, scores))
+        return outcomes
+
+    def score(self, requests: Sequence[LlamaGuardRequest]) -> list[Scores | GuardError]:
+        """The model's numbers and raw greedy output per request, before the output is parsed
+        (``classify`` parses it; this is for diagnostics, tests and benchmarks)."""
+        started = time.perf_counter()
+        outcomes: list[Scores | GuardError | None] = [None] * len(requests)
+        prepared: list[_Prepared] = []
+        for index, request in enumerate(requests):
+            try:
+                prepared.append(self._prepare(index, request))
+            except GuardError as exc:
+                outcomes[index] = exc
+        for batch in self._batches(prepared):
+            for item, outcome in zip(batch, self._run_batch(batch, started)):
+                outcomes[item.index] = outcome
+        return outcomes  # type: ignore[return-value]
+
+    def _result(self, request: LlamaGuardRequest, scores: Scores) -> LlamaGuardResult | GuardError:
+        try:
+            categories = (parse_output(scores.output, scores.codes, safe=self.spec.safe_token,
+                                       unsafe=self.spec.unsafe_token) if scores.output is not None else [])
+        except GuardError as exc:
+            return exc
+        return LlamaGuardResult(
+            model=self.info, unsafe_score=scores.unsafe_score, unsafe_score_pair=scores.unsafe_score_pair,
+            categories=categories, category_scores=dict(scores.category_scores), output=scores.output,
+            latency_ms=scores.latency_ms,
+        )
+
+    # ------------------------------------------------------------------ preparation
+
+    def _prepare(self, index: int, request: LlamaGuardRequest) -> _Prepared:
+        rendered = render_prompt(request.conversation, self.spec, request.categories, request.excluded)
+        with self._prep_lock:
+            encoded = encode_prompt(self.tokenizer, rendered)
+            codes = tuple(rendered.categories)
+            trie = self._trie(codes)
+        return _Prepared(index=index, request=request, ids=tuple(encoded.ids), header_len=encoded.header_len,
+                         codes=codes, trie=trie)
+
+    def _trie(self, codes: tuple[str, ...]) -> CodeTrie:
+        trie = self._tries.get(codes)
+        if trie is None:
+            trie = CodeTrie.build(self.tokenizer, codes, after=self._code_after)
+            self._tries[codes] = trie
+            while len(self._tries) > 64:
+                self._tries.popitem(last=False)
+        return trie
+
+    def _batches(self, prepared: list[_Prepared]) -> list[list[_Prepared]]:
+        """Length-sorted batches bounded by count and by padded tokens (padding stays small)."""
+        ordered = sorted(prepared, key=lambda p: len(p.ids))
+        batches: list[list[_Prepared]] = []
+        current: list[_Prepared] = []
+        for item in ordered:
+            width = len(item.ids)  # the longest so far (sorted)
+            if current and (len(current) >= self.max_batch_size or (len(current) + 1) * width > self.max_batch_tokens):
+                batches.append(current)
+                current = []
+            current.append(item)
+        if current:
+            batches.append(current)
+        return batches
+
+    # ------------------------------------------------------------------ one batch
+
+    def _run_batch(self, batch: list[_Prepared], started: float) -> list[Scores]:
+        with self._lock, torch.inference_mode():
+            rows = self._rows(batch)
+            scored = self._forward.score(rows)
+            self._forward.extra_chains(rows, scored)
+            unsafe, pair = verdict_probabilities(scored.verdict_logits, self.tokens)
+            to_decode = [i for i, item in enumerate(batch) if self._needs_decode(item, scored, i)]
+            generated = self._forward.decode(scored, to_decode, self.max_new_tokens)
+            outputs = {i: self.tokenizer.decode(g, skip_special_tokens=True).strip()
+                       for i, g in zip(to_decode, generated)}
+        latency = (time.perf_counter() - started) * 1000.0
+        results = []
+        for i, item in enumerate(batch):
+            p_unsafe = float(unsafe[i])
+            code_p = item.trie.code_probabilities(scored.node_logp[i])
+            results.append(Scores(
+                unsafe_score=p_unsafe, unsafe_score_pair=float(pair[i]), codes=item.codes,
+                category_scores={c: p * p_unsafe for c, p in code_p.items()}, output=outputs.get(i),
+                latency_ms=latency,
+            ))
+        return results
+
+    def _needs_decode(self, item: _Prepared, scored, i: int) -> bool:
+        if item.request.decode:
+            return True
+        if self.tokens.lead_in is not None and int(scored.first_tokens[i]) != self.tokens.lead_in:
+            return True
+        return int(scored.verdict_logits[i].argmax()) != self.tokens.safe
+
+    def _rows(self, batch: list[_Prepared]) -> list[Row]:
+        if not self.use_header_cache:
+            return [Row(header=None, body=item.ids, trie=item.trie) for item in batch]
+        headers: dict[tuple[int, ...], HeaderKV | None] = {}
+        for item in batch:
+            key = item.ids[: item.header_len]
+            if item.header_len and key not in headers:
+                headers[key] = self.header_cache.get(key)
+        missing = [key for key, entry in headers.items() if entry is None]
+        for entry in compute_headers(self.model, missing):
+            headers[entry.ids] = entry
+            self.header_cache.put(entry)
+        return [Row(header=headers[item.ids[: item.header_len]] if item.header_len else None,
+                    body=item.ids[item.header_len:], trie=item.trie) for item in batch]
+
+
+def _generation_eos(model) -> list[int]:
+    """The eos ids ``generate`` would stop at (generation config, else model config)."""
+    for config in (getattr(model, "generation_config", None), getattr(model, "config", None)):
+        eos = getattr(config, "eos_token_id", None) if config is not None else None
+        if eos is not None:
+            return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+    return []
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def load_llama_guard(
+    model: str,
+    *,
+    family: str | None = None,
+    revision: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    **runner_options,
+) -> LlamaGuardRunner:
+    """Load a Llama Guard model from a hub id or a local directory.
+
+    The family comes from ``family``, else the config's ``guard_family`` field, else the model's
+    name or config (``Llama-Guard-3-1B`` -> ``llama-guard-3-1b``, a Llama 4 config ->
+    ``llama-guard-4``); otherwise ``BadInput`` asks for ``--family``. Unreachable weights raise
+    ``ModelUnavailable`` with one line.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from guard.models.device import dtype_name, pick_device, pick_dtype
+    from guard.models.loading import load_pretrained, resolve_source, resolved_revision
+
+    source = resolve_source(model, revision)
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, torch_device)
+    config = load_pretrained(AutoConfig, source, what="Llama Guard model")
+    name = infer_family(model, config, family)
+    tokenizer = load_pretrained(AutoTokenizer, source, what="Llama Guard tokenizer")
+    lm = load_pretrained(AutoModelForCausalLM, source, what="Llama Guard model", dtype=torch_dtype)
+    lm.to(torch_device).eval()
+    info = ModelInfo(model=source.name, revision=resolved_revision(source), family=name,
+                     device=str(torch_device), dtype=dtype_name(torch_dtype))
+    return LlamaGuardRunner(lm, tokenizer, family=name, info=info, **runner_options)
+
+
+def infer_family(model: str, config, family: str | None = None) -> str:
+    """The family name: explicit, else ``config.guard_family``, else guessed from the name/config."""
+    if family:
+        return get_family(family).name
+    declared = getattr(config, "guard_family", None)
+    if declared:
+        return get_family(str(declared)).name
+    for hint in (model, getattr(config, "_name_or_path", "") or "", getattr(config, "name_or_path", "") or ""):
+        guessed = guess_family(str(hint))
+        if guessed:
+            return guessed
+    if str(getattr(config, "model_type", "")).startswith("llama4"):
+        return "llama-guard-4"
+    raise BadInput(f"cannot tell which Llama Guard family {model!r} is: pass --family "
+                   f"(llama-guard-3-1b, llama-guard-3-8b, llama-guard-4, llama-guard-2, llama-guard-1)",
+                   param="family")
