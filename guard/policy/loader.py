@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from guard.errors import ConfigError, PolicyNotFound
 from guard.policy import tenancy
-from guard.policy.schema import Policy
+from guard.policy.schema import Policy, code_issues
 from guard.policy.yamlmarks import Loc, YamlIssue, load_marked
 
 NOT_INHERITED = ("id", "version", "description", "extends", "attach")
@@ -277,20 +277,21 @@ def _merge_origins(merged: Any, base: Origins, over: Origins) -> Origins:
     return out
 
 
+def _located(loc: Loc, message: str, origins: Origins, fallback: str) -> PolicyIssue:
+    """An issue at ``loc``: the line of the deepest part of ``loc`` that some file set."""
+    origin = None
+    for end in range(len(loc), -1, -1):
+        origin = origins.get(loc[:end])
+        if origin:
+            break
+    file, line = origin or (fallback, None)
+    where = ".".join(str(part) for part in loc if part != "[key]")
+    return PolicyIssue(file, line, f"{where}: {message}" if where else message)
+
+
 def _issues_from_validation(error: ValidationError, origins: Origins, fallback: str) -> list[PolicyIssue]:
-    issues = []
-    for item in error.errors():
-        loc = tuple(item["loc"])
-        origin = None
-        for end in range(len(loc), -1, -1):
-            origin = origins.get(loc[:end])
-            if origin:
-                break
-        file, line = origin or (fallback, None)
-        where = ".".join(str(part) for part in loc if part != "[key]")
-        message = item["msg"].removeprefix("Value error, ")
-        issues.append(PolicyIssue(file, line, f"{where}: {message}" if where else message))
-    return issues
+    return [_located(tuple(item["loc"]), item["msg"].removeprefix("Value error, "), origins, fallback)
+            for item in error.errors()]
 
 
 def _build(raws: list[_RawFile], *, targets: set[str] | None, directory: Path | None,
@@ -312,6 +313,9 @@ def _build(raws: list[_RawFile], *, targets: set[str] | None, directory: Path | 
             policies[policy_id] = Policy.model_validate(data)
         except ValidationError as error:
             issues.extend(_issues_from_validation(error, origins, raw.display))
+            if not any(e["type"] == "unknown_category" for e in error.errors()):
+                # Field errors stop pydantic before the code check: run it on the raw data.
+                issues.extend(_located(loc, message, origins, raw.display) for loc, _, message in code_issues(data))
             continue
         origins_by_id[policy_id], chains[policy_id] = origins, chain
     for attachment, message in tenancy.conflicts(tenancy.attachments(policies.values())):
@@ -319,7 +323,8 @@ def _build(raws: list[_RawFile], *, targets: set[str] | None, directory: Path | 
         file, line = origin or (resolver.by_id[attachment.policy_id].display, None)
         issues.append(PolicyIssue(file, line, message))
     if issues:
-        raise PolicyLoadError(list(dict.fromkeys(issues)))
+        unique = list(dict.fromkeys(issues))
+        raise PolicyLoadError(sorted(unique, key=lambda i: (i.file, i.line or 0)))
     return PolicySet(
         policies=policies,
         sources={pid: resolver.by_id[pid].path for pid in policies},

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -238,6 +238,40 @@ class Audit(_Section):
 
 # --------------------------------------------------------------------------- the policy
 
+_CODE_HINT = "expected S1..S14 or a code declared in custom_categories"
+
+
+def code_issues(data: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...], Any, str]]:
+    """(loc, input, message) for every unknown or invalid category code in policy data. Works on
+    plain (even otherwise invalid) data, so the loader can report these beside field errors."""
+    def mapping(value: Any) -> dict:
+        return value if isinstance(value, dict) else {}
+
+    custom = mapping(data.get("custom_categories"))
+    for code in custom:
+        if code in HAZARDS:
+            yield ("custom_categories", code), code, \
+                f"custom category {code!r} clashes with the hazard code {code} ({HAZARDS[code].name})"
+        else:
+            try:
+                check_custom_code(str(code))
+            except BadInput as error:
+                yield ("custom_categories", code), code, error.message
+    known = set(HAZARD_CODES) | set(custom)
+    for loc, codes in ((("categories",), mapping(data.get("categories"))),
+                       (("streaming", "categories"), mapping(mapping(data.get("streaming")).get("categories")))):
+        for code in codes:
+            if code not in known:
+                yield (*loc, code), code, f"unknown category code {code!r} ({_CODE_HINT})"
+    excluded = data.get("excluded_categories")
+    for i, code in enumerate(excluded if isinstance(excluded, list) else []):
+        if code not in known:
+            yield ("excluded_categories", i), code, f"unknown category code {code!r} ({_CODE_HINT})"
+    if data.get("default_categories") is False and not custom:
+        yield ("default_categories",), False, \
+            "default_categories: false needs at least one custom category (nothing left to check)"
+
+
 
 class Policy(_Section):
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
@@ -281,29 +315,8 @@ class Policy(_Section):
         return self
 
     def _code_issues(self):
-        for code in self.custom_categories:
-            if code in HAZARDS:
-                yield ("custom_categories", code), code, \
-                    f"custom category {code!r} clashes with the hazard code {code} ({HAZARDS[code].name})"
-            else:
-                try:
-                    check_custom_code(code)
-                except BadInput as error:
-                    yield ("custom_categories", code), code, error.message
-        known = self.known_codes
-        hint = "expected S1..S14 or a code declared in custom_categories"
-        for section in ("categories", "streaming"):
-            codes = self.categories if section == "categories" else self.streaming.categories
-            loc_prefix = ("categories",) if section == "categories" else ("streaming", "categories")
-            for code in codes:
-                if code not in known:
-                    yield (*loc_prefix, code), code, f"unknown category code {code!r} ({hint})"
-        for i, code in enumerate(self.excluded_categories):
-            if code not in known:
-                yield ("excluded_categories", i), code, f"unknown category code {code!r} ({hint})"
-        if not self.default_categories and not self.custom_categories:
-            yield ("default_categories",), False, \
-                "default_categories: false needs at least one custom category (nothing left to check)"
+        return code_issues(self.model_dump(include={"categories", "custom_categories", "excluded_categories",
+                                                    "streaming", "default_categories"}))
 
     # ----------------------------------------------------------------------- derived views
 

@@ -31,6 +31,10 @@ def load_marked(text: str) -> tuple[Any, dict[Loc, int]]:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         problem = error.problem or error.context or "invalid YAML"
+        context = error.context_mark
+        if error.problem and error.context and context is not None and mark is not None \
+                and context.line != mark.line:
+            problem += f" ({error.context} started at line {context.line + 1})"
         raise YamlIssue(mark.line + 1 if mark else None, f"invalid YAML: {problem}") from None
     except yaml.YAMLError as error:
         raise YamlIssue(None, f"invalid YAML: {error}") from None
