@@ -1,0 +1,167 @@
+"""The gateway's logic behind the routers (vLLM's "serving" layer): no HTTP types except the
+``Request`` it reads the caller from."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+
+from fastapi import Request
+
+from guard.errors import BadInput, GuardError
+from guard.gateway.auth import Authenticator, Principal, open_mode_default, require_admin
+from guard.gateway.chat import ChatService
+from guard.gateway.context import RequestContext, make_context, resolve_policy
+from guard.gateway.limits import check_messages, check_texts
+from guard.gateway.moderation import moderation_result
+from guard.gateway.pipeline import Guardrail
+from guard.gateway.protocol import (
+    GuardCheckRequest, GuardCheckResponse, ModelCard, ModelList, ModerationRequest, ModerationResponse,
+)
+from guard.gateway.services import GatewayServices
+from guard.messages import parse_messages
+from guard.types import LlamaGuardRequest, Message, PromptGuardRequest
+
+PROBE_TIMEOUT_S = 2.0
+
+
+class Gateway:
+    def __init__(self, services: GatewayServices) -> None:
+        settings = services.settings
+        self.services = services
+        self.settings = settings
+        self.auth = Authenticator(services.config, open_mode=open_mode_default(settings.host, settings.open_mode))
+        self.guardrail = Guardrail(services.executor, services.audit, family=services.family)
+        self.chat = ChatService(self.guardrail, services.upstreams, settings)
+
+    # ------------------------------------------------------------------ callers
+
+    def principal(self, request: Request) -> Principal:
+        client = request.client.host if request.client else None
+        return self.auth.authenticate(request.headers.get("authorization"), client)
+
+    def context(self, request: Request, principal: Principal) -> RequestContext:
+        request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
+        return make_context(self.services.config, principal, request_id, request.url.path)
+
+    @property
+    def policies(self):  # noqa: ANN201 - the PolicySet in force
+        return self.services.policies.current
+
+    # ------------------------------------------------------------------ native check
+
+    async def check(self, ctx: RequestContext, body: GuardCheckRequest) -> GuardCheckResponse:
+        messages = parse_messages(body.messages)
+        check_messages(messages, max_messages=self.settings.max_messages,
+                       max_chars=self.settings.max_message_chars)
+        policy = resolve_policy(self.policies, ctx, body.policy)
+        checked = await self.guardrail.check(ctx, policy, messages, body.direction)
+        return GuardCheckResponse(request_id=ctx.request_id, policy=policy.ref, direction=body.direction,
+                                  decision=checked.decision, results=checked.results,
+                                  check_ms=round(checked.check_ms, 3))
+
+    # ------------------------------------------------------------------ moderations
+
+    async def moderate(self, body: ModerationRequest) -> ModerationResponse:
+        texts = _moderation_texts(body.input)
+        check_texts(texts, max_items=self.settings.max_messages, max_chars=self.settings.max_message_chars)
+        timeout = self.settings.check_timeout_s
+        executor = self.services.executor
+        lg_requests = [LlamaGuardRequest(conversation=[Message(role="user", content=t)]) for t in texts]
+        pg_requests = [PromptGuardRequest(text=t, source="user") for t in texts]
+        lg, pg = await asyncio.gather(executor.llama_guard(lg_requests, timeout),
+                                      _optional(executor.prompt_guard(pg_requests, timeout)))
+        mapping = self.services.moderation_map
+        results = [moderation_result(mapping, lg[i], pg[i] if pg else None) for i in range(len(texts))]
+        return ModerationResponse(model=lg[0].model.model if lg else "llama-guard", results=results)
+
+    # ------------------------------------------------------------------ models and readiness
+
+    async def models(self, ctx: RequestContext) -> ModelList:
+        cards = [ModelCard(id=name) for name in await self.guard_models()]
+        route = ctx.tenant.route_for("")
+        if route is not None:
+            with contextlib.suppress(GuardError, asyncio.TimeoutError, KeyError, TypeError, ValueError):
+                listing = await asyncio.wait_for(self.services.upstreams.client(route).models(), PROBE_TIMEOUT_S)
+                cards += [ModelCard(id=m["id"], owned_by=str(m.get("owned_by", "upstream")))
+                          for m in listing.get("data", []) if isinstance(m, dict) and "id" in m]
+        return ModelList(data=cards)
+
+    async def guard_models(self) -> list[str]:
+        statuses = await self.services.executor.status()
+        names = []
+        for status in statuses:
+            name = status.model.model if status.model else (status.configured_model or f"demo-{status.queue}")
+            if name not in names:
+                names.append(name)
+        return names
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        report: dict[str, Any] = {"models": {}, "upstreams": {}}
+        try:
+            statuses = await asyncio.wait_for(self.services.executor.status(), PROBE_TIMEOUT_S * 2)
+        except (GuardError, asyncio.TimeoutError) as error:
+            report["models"]["error"] = str(error)
+            statuses = []
+        for status in statuses:
+            report["models"][status.queue] = "ready" if status.loaded else (status.error or "loading")
+        for url, ok in (await self._probe_upstreams()).items():
+            report["upstreams"][url] = "reachable" if ok else "unreachable"
+        ready = bool(statuses) and all(v == "ready" for v in report["models"].values()) and \
+            all(v == "reachable" for v in report["upstreams"].values())
+        return ready, report
+
+    async def _probe_upstreams(self) -> dict[str, bool]:
+        routes = {r.upstream: r for t in self.services.config.tenants.values() for r in
+                  [t.route_for(""), *t.routes.values()] if r is not None}
+
+        async def probe(route: Any) -> bool:
+            try:
+                await asyncio.wait_for(self.services.upstreams.client(route).models(), PROBE_TIMEOUT_S)
+            except GuardError as error:
+                return error.http_status < 500  # it answered: reachable
+            except asyncio.TimeoutError:
+                return False
+            return True
+
+        results = await asyncio.gather(*(probe(r) for r in routes.values()))
+        return dict(zip(routes, results))
+
+    # ------------------------------------------------------------------ audit (admin keys)
+
+    async def audit_query(self, principal: Principal, filters: Any) -> list[Any]:
+        require_admin(principal)
+        filters = filters.model_copy(update={"tenant": principal.tenant})
+        return await asyncio.to_thread(self.services.audit.query, filters)
+
+    async def review_queue(self, principal: Principal, limit: int) -> list[Any]:
+        require_admin(principal)
+        return await asyncio.to_thread(self.services.audit.open_escalations, principal.tenant, limit)
+
+    async def review(self, principal: Principal, record_id: str, verdict: str, note: str) -> Any:
+        from guard.audit import review
+
+        require_admin(principal)
+        return await asyncio.to_thread(review.decide, self.services.audit, record_id, verdict, note,  # type: ignore[arg-type]
+                                       principal.key_id, principal.tenant)
+
+
+def _moderation_texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not value:
+        raise BadInput("input is empty", param="input")
+    if all(isinstance(v, str) for v in value):
+        return list(value)
+    # A list of content parts is one input (OpenAI: a multimodal array yields one result).
+    return ["\n".join(part.text for part in value)]
+
+
+async def _optional(call: Any) -> Any:
+    """Prompt Guard scores are extras on moderation results: a failing Prompt Guard leaves them out."""
+    try:
+        return await call
+    except GuardError:
+        return None
