@@ -24,8 +24,10 @@ def prompt(
         None, "--family", help="llama-guard-3-8b, llama-guard-3-1b, llama-guard-4, llama-guard-2 or "
                                "llama-guard-1 (default: GUARD_FAMILY)"),
     categories: Path | None = typer.Option(
-        None, "--categories", help="JSON object code -> text printed after 'code: ' (replaces the default list)"),
-    exclude: str = typer.Option("", "--exclude", help="comma-separated codes to drop, e.g. S6,S13 (no renumbering)"),
+        None, "--categories",
+        help="JSON object code -> text printed after 'code: ' (replaces the default list)"),
+    exclude: str = typer.Option(
+        "", "--exclude", help="comma-separated codes to drop, e.g. S6,S13 (no renumbering)"),
     tokenizer: Path | None = typer.Option(None, "--tokenizer", help="tokenizer directory (for --token-ids)"),
     token_ids: bool = typer.Option(False, "--token-ids", help="print the JSON list of input ids instead"),
 ) -> None:

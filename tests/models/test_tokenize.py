@@ -90,7 +90,8 @@ def test_header_len_is_the_separately_encoded_header(tok, family):
 def test_header_len_is_zero_when_the_split_is_not_a_token_boundary(tok):
     from dataclasses import replace
 
-    rendered = render_prompt(parse_messages([{"role": "user", "content": "safety first"}]), "llama-guard-3-1b")
+    conversation = parse_messages([{"role": "user", "content": "safety first"}])
+    rendered = render_prompt(conversation, "llama-guard-3-1b")
     assert len(encode_text(tok, " safety")) == 1  # one token, so a split inside it is no boundary
     # Move the header/body split into the middle of " safety".
     head, body = rendered.header, rendered.body
