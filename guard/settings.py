@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -37,6 +37,14 @@ class GuardSettings(BaseSettings):
     broker_url: str | None = None
     result_backend: str | None = None
     check_timeout_s: float = 30.0
+    # Threads per worker process: tasks run concurrently and wait on the process's batcher.
+    worker_concurrency: int = 32
+    # Redis redelivers a task a worker took but never acknowledged (killed) after this long. Keep it
+    # above a worker's worst queue + batch time (else slow tasks run twice) and below the check
+    # timeout if a killed worker's checks should still be answered in time.
+    broker_visibility_timeout_s: float = 60.0
+    # How often workers sweep for such unacknowledged tasks.
+    broker_restore_interval_s: float = 5.0
 
     # ---- policies
     policies_dir: Path = Path("policies")
@@ -46,6 +54,8 @@ class GuardSettings(BaseSettings):
     audit_url: str = "sqlite:///guard-audit.sqlite3"
     audit_on_failure: Literal["fail_closed", "journal"] = "fail_closed"
     audit_journal: Path = Path("guard-audit.journal.jsonl")
+    # HMAC key that signs prune checkpoints; without one they are only hashed (verify warns).
+    audit_signing_key: SecretStr | None = None
 
     # ---- gateway
     host: str = "127.0.0.1"
