@@ -25,7 +25,8 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 def run_cli(app: typer.Typer) -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of a `typer.Exit(code)`.
+        code = app(standalone_mode=False)
     except GuardError as error:
         fail(f"{error.kind}: {error.message}", exit_code_for(error))
     except typer.Abort:
@@ -38,3 +39,5 @@ def run_cli(app: typer.Typer) -> None:
         raise SystemExit(error.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
