@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.shared import shared_path
+
 import pytest
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from tests.models._cli import run_guard, run_guard_subprocess
 
-# A copy of shared/reference/llama_guard_prompt_vectors.json (93 vectors; see its ``source`` fields).
-VECTORS_FILE = Path(__file__).with_name("data") / "llama_guard_prompt_vectors.json"
+# shared/reference/llama_guard_prompt_vectors.json (93 vectors; see its ``source`` fields).
+VECTORS_FILE = shared_path("reference", "llama_guard_prompt_vectors.json")
 FAMILY = {
     "LG3-8B": "llama-guard-3-8b",
     "LG3-1B": "llama-guard-3-1b",
