@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.shared import shared_path
-
 import pytest
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from tests.models._cli import run_guard, run_guard_subprocess
+from tests.shared import shared_path
 
 # shared/reference/llama_guard_prompt_vectors.json (93 vectors; see its ``source`` fields).
 VECTORS_FILE = shared_path("reference", "llama_guard_prompt_vectors.json")
