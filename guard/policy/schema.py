@@ -344,6 +344,11 @@ class Policy(_Section):
         """sha256 (hex) of ``canonical_json()``: stable across key order, comments and formatting."""
         return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
 
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Policy:
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("content_hash", None)  # the cached hash belongs to the original
+        return copy
+
     @property
     def ref(self) -> PolicyRef:
         return PolicyRef(id=self.id, version=self.version, hash=self.content_hash)

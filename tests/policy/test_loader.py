@@ -246,3 +246,10 @@ id: p
     assert h1 == h2
     write(other, "two.yaml", "id: p\ncategories: {S1: {action: block, threshold: 0.51}}\n")
     assert load_policy_file(two).content_hash != h1
+
+
+def test_a_copy_with_changes_gets_its_own_hash():
+    p = load_policy_dir(POLICIES).get("default")
+    changed = p.model_copy(update={"version": "99"})
+    assert changed.content_hash != p.content_hash
+    assert changed.content_hash == type(p).model_validate(changed.model_dump()).content_hash
