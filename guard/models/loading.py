@@ -107,7 +107,8 @@ def resolved_revision(source: ModelSource) -> str | None:
 
 
 def _unreachable_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [OSError]
+    # OSError: missing files, no network, no cache; ValueError: unreadable or incomplete config.
+    errors: list[type[BaseException]] = [OSError, ValueError]
     try:
         from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 
