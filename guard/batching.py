@@ -6,6 +6,9 @@ collecting until the batch holds ``max_batch_size`` items or ``max_wait_ms`` has
 first item, and calls ``fn(batch)`` once. ``fn`` must return one result per item, in order; if it
 raises, every item of that batch gets the exception.
 
+When a batch of several items fails with an error that ``retry_alone(error)`` accepts (say, one bad
+request), each of its items is run again on its own, so one bad request does not fail its neighbours.
+
 ``max_wait_ms = 0`` is greedy batching: a batch is whatever is already queued when a runner thread
 becomes free, so a lone request never waits, and batches grow on their own while the model is busy.
 
@@ -64,12 +67,14 @@ class MicroBatcher(Generic[T, R]):
         max_wait_ms: float = 5.0,
         concurrency: int = 1,
         name: str = "batcher",
+        retry_alone: Callable[[BaseException], bool] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         if max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0")
         self._fn = fn
+        self._retry_alone = retry_alone
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.name = name
@@ -165,6 +170,10 @@ class MicroBatcher(Generic[T, R]):
                 raise RuntimeError(f"{self.name}: {len(results)} results for {len(items)} items")
         except BaseException as error:  # noqa: BLE001 - handed to every waiting caller
             self._record(len(batch), failed=True)
+            if len(batch) > 1 and self._retry_alone is not None and self._retry_alone(error):
+                for pair in batch:
+                    self._execute([pair])
+                return
             for _, future in batch:
                 future.set_exception(error)
             return

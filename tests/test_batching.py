@@ -109,3 +109,25 @@ def test_submit_after_close_raises_and_queued_items_fail() -> None:
     closer.join(10)
     with pytest.raises(BatcherClosed):
         batcher.submit(3)
+
+
+def test_a_batch_failed_by_one_bad_item_reruns_the_others_alone() -> None:
+    fn = GatedDouble()
+
+    def picky(items: list[int]) -> list[int]:
+        if -1 in items:
+            raise ValueError("negative")
+        return fn(items)
+
+    batcher = MicroBatcher(picky, max_batch_size=8, max_wait_ms=0,
+                           retry_alone=lambda error: isinstance(error, ValueError))
+    try:
+        batcher.submit(1)
+        assert fn.entered.wait(10)
+        good, bad, other = batcher.submit_many([2, -1, 3])
+        fn.release.set()
+        assert good.result(10) == 4 and other.result(10) == 6
+        with pytest.raises(ValueError, match="negative"):
+            bad.result(10)
+    finally:
+        batcher.close()

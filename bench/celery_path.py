@@ -1,0 +1,262 @@
+"""Bench: what the Celery path adds over the in-process path, with a no-op-cost model.
+
+Both paths run the same fake runners (``BenchNoOp*Runner``: answer instantly, used only here), so
+the difference is the executor: publish to Redis, a worker thread, the worker's batcher, the result
+published back and read by the client's listener. Printed side by side from the same run:
+
+* sequential latency per call (p50 / p99) for one Prompt Guard request and for a full input check
+  (``run_checks``: one Llama Guard + one Prompt Guard request, in parallel), and the added latency;
+* throughput (checks/s) with many concurrent callers.
+
+Usage: ``python -m bench.celery_path [--redis URL] [--n 500] [--total 4000] [--concurrency 64]``.
+Without ``--redis`` it starts its own ``redis-server`` on a free port. The worker is a real
+``celery worker`` subprocess (``python -m bench.celery_path --worker``) with the fake runners.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from guard.settings import GuardSettings
+from guard.types import (
+    LlamaGuardRequest,
+    LlamaGuardResult,
+    Message,
+    ModelInfo,
+    PromptGuardRequest,
+    PromptGuardResult,
+)
+
+NOOP_INFO = ModelInfo(model="bench-noop", family="bench-noop")
+
+
+class BenchNoOpLlamaGuardRunner:
+    """Fake Llama Guard for this benchmark only: answers "safe" instantly."""
+
+    info = NOOP_INFO
+
+    def classify(self, requests: Sequence[LlamaGuardRequest]) -> list[LlamaGuardResult]:
+        return [LlamaGuardResult(model=self.info, unsafe_score=0.0, unsafe_score_pair=0.0) for _ in requests]
+
+
+class BenchNoOpPromptGuardRunner:
+    """Fake Prompt Guard for this benchmark only: scores 0 instantly."""
+
+    info = NOOP_INFO
+
+    def scan(self, requests: Sequence[PromptGuardRequest]) -> list[PromptGuardResult]:
+        return [PromptGuardResult(model=self.info, jailbreak_score=0.0, injection_score=0.0, source=r.source)
+                for r in requests]
+
+
+def install_noop_runners() -> None:
+    """Make this process's registry load the fake runners instead of real models."""
+    from guard.models import registry
+
+    registry._LOADERS.update(  # noqa: SLF001 - the benchmark swaps in its fakes on purpose
+        llama_guard=lambda spec: BenchNoOpLlamaGuardRunner(),
+        prompt_guard=lambda spec: BenchNoOpPromptGuardRunner(),
+    )
+
+
+def run_worker(concurrency: int) -> None:
+    install_noop_runners()
+    from workers.app import app
+
+    app.worker_main(["worker", "-Q", "llama_guard,prompt_guard", "-P", "threads", "-c", str(concurrency),
+                     "-n", "bench@%h", "--loglevel", "WARNING", "--without-mingle", "--without-gossip"])
+
+
+# --------------------------------------------------------------------------- measuring
+
+PG_REQUEST = PromptGuardRequest(text="What is the capital of France?")
+LG_REQUEST = LlamaGuardRequest(conversation=[Message(role="user", content="What is the capital of France?")])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def sequential_ms(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
+    for _ in range(min(50, n)):  # warm-up
+        await call()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await call()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+async def throughput(call: Callable[[], Awaitable[Any]], total: int, concurrency: int) -> float:
+    left = total
+
+    async def caller() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await call()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return total / (time.perf_counter() - start)
+
+
+def calls(executor: Any) -> dict[str, Callable[[], Awaitable[Any]]]:
+    from guard.checks import run_checks
+
+    plan = check_plan()
+
+    async def pg() -> Any:
+        return await executor.prompt_guard([PG_REQUEST], 10.0)
+
+    async def check() -> Any:
+        results = await run_checks(executor, plan, 10.0)
+        assert not results.errors, results.errors
+        return results
+
+    return {"prompt_guard call": pg, "input check (LG+PG)": check}
+
+
+def check_plan() -> Any:
+    from guard.policy.plan import CheckPlan, PlannedScan
+
+    return CheckPlan(direction="input", llama_guard=LG_REQUEST, llama_guard_messages=[0],
+                     prompt_guard=[PlannedScan(message_index=0, request=PG_REQUEST)])
+
+
+async def measure(executor: Any, n: int, total: int, concurrency: int) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for name, call in calls(executor).items():
+        times = await sequential_ms(call, n)
+        out[name] = {
+            "p50": statistics.median(times),
+            "p99": percentile(times, 0.99),
+            "per_s": await throughput(call, total, concurrency),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
+                             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    import redis
+
+    for _ in range(200):
+        try:
+            if redis.Redis.from_url(url).ping():
+                return proc, url
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def start_worker(url: str, concurrency: int, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, GUARD_BROKER_URL=url, GUARD_RESULT_BACKEND=url, **env_extra)
+    return subprocess.Popen([sys.executable, "-m", "bench.celery_path", "--worker", "--worker-concurrency",
+                             str(concurrency)], env=env)
+
+
+async def wait_ready(executor: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            await executor.prompt_guard([PG_REQUEST], 2.0)
+            await executor.llama_guard([LG_REQUEST], 2.0)
+            return
+        except Exception:  # noqa: BLE001 - not up yet
+            await asyncio.sleep(0.2)
+    raise RuntimeError("worker not ready")
+
+
+def report(base: dict[str, dict[str, float]], celery: dict[str, dict[str, float]]) -> None:
+    print(f"{'':24} {'in-process':>22} {'celery':>22} {'added':>16}")
+    for name in base:
+        b, c = base[name], celery[name]
+        print(f"{name:24} p50 {b['p50']:7.3f} ms p99 {b['p99']:7.3f} ms   "
+              f"p50 {c['p50']:7.3f} ms p99 {c['p99']:7.3f} ms   "
+              f"p50 +{c['p50'] - b['p50']:.3f} ms p99 +{c['p99'] - b['p99']:.3f} ms")
+        print(f"{'':24} {b['per_s']:10.0f} checks/s      {c['per_s']:10.0f} checks/s      "
+              f"ratio {c['per_s'] / b['per_s']:.2f}")
+
+
+async def bench(args: argparse.Namespace, url: str) -> None:
+    from guard.executor.celery import CeleryExecutor
+    from guard.executor.inprocess import InProcessExecutor
+    from guard.models.registry import Runners
+
+    settings = GuardSettings(broker_url=url, result_backend=url, max_wait_ms=args.max_wait_ms)
+    inproc = InProcessExecutor(Runners.of(settings, llama_guard=BenchNoOpLlamaGuardRunner(),
+                                          prompt_guard=BenchNoOpPromptGuardRunner()),
+                               max_batch_size=settings.max_batch_size, max_wait_ms=args.max_wait_ms)
+    celery = CeleryExecutor(settings)
+    try:
+        await wait_ready(celery)
+        base = await measure(inproc, args.n, args.total, args.concurrency)
+        over = await measure(celery, args.n, args.total, args.concurrency)
+        statuses = await celery.status()
+    finally:
+        await celery.aclose()
+        inproc.close()
+    print(f"max_wait_ms={args.max_wait_ms} worker concurrency={args.worker_concurrency} "
+          f"callers={args.concurrency} cores={os.cpu_count()}")
+    report(base, over)
+    for status in statuses:
+        b = status.batching
+        print(f"worker {status.worker} {status.queue}: {b.batches} batches, {b.items} items, "
+              f"max batch {b.max_batch}, mean {b.items / max(b.batches, 1):.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis", default=None)
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--total", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--worker-concurrency", type=int, default=64)
+    parser.add_argument("--max-wait-ms", type=float, default=0.0)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args.worker_concurrency if args.worker_concurrency else 64)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        redis_proc, url = (None, args.redis) if args.redis else start_redis(Path(tmp))
+        worker = start_worker(url, args.worker_concurrency, {"GUARD_MAX_WAIT_MS": str(args.max_wait_ms)})
+        try:
+            asyncio.run(bench(args, url))
+        finally:
+            worker.terminate()
+            worker.wait(20)
+            if redis_proc is not None:
+                redis_proc.terminate()
+                redis_proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Run a ``CheckPlan`` on an executor: Llama Guard and Prompt Guard in parallel, never raising.
+
+A guard that fails or times out is recorded in ``GuardResults.errors`` (``"<kind>: <message>"``,
+the ``GuardError`` kind) or ``GuardResults.timeouts``; the policy's ``on_error`` decides later what
+that means. Only cancellation (the caller went away) propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+from guard.errors import GuardError, GuardTimeout
+from guard.executor.base import Executor
+from guard.policy.plan import CheckPlan
+from guard.types import GuardResults
+
+#: Seconds per guard when neither the caller nor the plan gives one.
+DEFAULT_TIMEOUT_S = 30.0
+
+Timeouts = Mapping[str, float] | float | None
+
+
+def guard_timeout(plan: CheckPlan, name: str, timeouts: Timeouts = None) -> float:
+    """The caller's timeout for ``name`` (one number for all, or per guard), else the plan's."""
+    if isinstance(timeouts, (int, float)):
+        return float(timeouts)
+    if timeouts is not None and name in timeouts:
+        return float(timeouts[name])
+    return float(plan.timeouts.get(name, DEFAULT_TIMEOUT_S))  # type: ignore[call-overload]
+
+
+async def run_checks(executor: Executor, plan: CheckPlan, timeouts: Timeouts = None) -> GuardResults:
+    jobs: dict[str, Awaitable[list[Any]]] = {}
+    if plan.llama_guard is not None:
+        jobs["llama_guard"] = executor.llama_guard([plan.llama_guard], guard_timeout(plan, "llama_guard", timeouts))
+    if plan.prompt_guard:
+        jobs["prompt_guard"] = executor.prompt_guard(plan.prompt_guard_requests,
+                                                     guard_timeout(plan, "prompt_guard", timeouts))
+    outcomes = await asyncio.gather(*jobs.values(), return_exceptions=True)
+    fields: dict[str, Any] = {"errors": {}, "timeouts": []}
+    for name, outcome in zip(jobs, outcomes):
+        if isinstance(outcome, asyncio.CancelledError):
+            raise outcome
+        if isinstance(outcome, GuardTimeout):
+            fields["timeouts"].append(name)
+        elif isinstance(outcome, BaseException):
+            fields["errors"][name] = _describe(outcome)
+        elif name == "llama_guard":
+            fields["llama_guard"] = outcome[0]
+        else:
+            fields["prompt_guard"] = plan.with_indices(outcome)
+    return GuardResults(**fields)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, GuardError):
+        return f"{error.kind}: {error.message}"
+    return f"guard_error: {type(error).__name__}: {error}"

@@ -1,0 +1,262 @@
+"""The Celery executor: guard requests go through Redis queues to ``guard worker`` processes.
+
+Calls made together are sent together: every call queues its requests, and once per event-loop
+iteration the requests queued for a model kind leave as one task (at most ``max_batch_size``
+requests each; more make several tasks). A lone call therefore waits for nothing, and under load a
+task carries many requests, which keeps the per-task cost of Celery and Redis (a few round trips
+and ~1 ms of CPU) off each check. The worker's batcher then merges tasks from all clients. Answers
+are per request, so one bad request fails only its own call.
+
+Per task:
+
+1. subscribe to the task's result channel and wait for Redis to confirm (``ResultListener``);
+2. publish the task on a small thread pool (kombu's publish is blocking; it must not run on the
+   event loop), with ``expires`` = the longest timeout in it, so a worker drops it if it comes too
+   late;
+3. await the result; each caller waits only up to its own timeout (``GuardTimeout``).
+
+The client's Celery app has no result backend of its own (Celery would otherwise open a second
+subscription per task that nobody reads): results are read only through the listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
+from guard.errors import GuardTimeout, ModelUnavailable
+from guard.executor.results import ResultListener
+from guard.executor.wire import (
+    CALLS,
+    PING_TASK,
+    QUEUES,
+    REPLIES,
+    STATUS_COMMAND,
+    TASKS,
+    Kind,
+    WorkerStatus,
+    error_from_info,
+)
+from guard.settings import GuardSettings, get_settings
+from guard.types import LlamaGuardRequest, LlamaGuardResult, PromptGuardRequest, PromptGuardResult
+from workers.app import celery_config, result_backend_url
+
+PUBLISH_THREADS = 4
+STATUS_TIMEOUT_S = 1.0
+
+
+class CeleryExecutor:
+    def __init__(self, settings: GuardSettings | None = None, *, publish_threads: int = PUBLISH_THREADS) -> None:
+        self.settings = settings or get_settings()
+        self.app = Celery("guard-client", set_as_current=False)
+        self.app.conf.update(celery_config(self.settings, with_backend=False))
+        self._publisher = ThreadPoolExecutor(publish_threads, thread_name_prefix="guard-publish")
+        self._listeners: dict[asyncio.AbstractEventLoop, ResultListener] = {}
+        self._senders: dict[tuple[asyncio.AbstractEventLoop, Kind], _Coalescer] = {}
+        self._closed = False
+
+    async def llama_guard(self, requests: Sequence[LlamaGuardRequest], timeout: float) -> list[LlamaGuardResult]:
+        return await self._call("llama_guard", requests, timeout)
+
+    async def prompt_guard(self, requests: Sequence[PromptGuardRequest], timeout: float) -> list[PromptGuardResult]:
+        return await self._call("prompt_guard", requests, timeout)
+
+    async def ping(self, kind: Kind, timeout: float = 5.0) -> list[WorkerStatus]:
+        """Ask one worker of ``kind``'s queue what it serves (the ``guard.ping`` task)."""
+        meta = await self._roundtrip(PING_TASK, [kind], QUEUES[kind], timeout)
+        return [WorkerStatus.model_validate(item) for item in _success(meta, PING_TASK)]
+
+    async def status(self, timeout: float = STATUS_TIMEOUT_S) -> list[WorkerStatus]:
+        """Every live worker's answer to the ``guard_status`` broadcast (waits ``timeout``)."""
+        replies = await self._in_thread(self._broadcast_status, timeout)
+        found = [WorkerStatus.model_validate(item)
+                 for reply in replies for answer in reply.values() for item in answer]
+        return sorted(found, key=lambda s: (s.queue, s.worker))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        listeners, self._listeners = list(self._listeners.items()), {}
+        for loop, listener in listeners:
+            if not loop.is_closed() and loop.is_running():
+                asyncio.run_coroutine_threadsafe(listener.aclose(), loop) if _other_loop(loop) \
+                    else loop.create_task(listener.aclose())
+        self._publisher.shutdown(wait=False, cancel_futures=True)
+        self.app.close()
+
+    async def aclose(self) -> None:
+        listener = self._listeners.pop(asyncio.get_running_loop(), None)
+        if listener is not None:
+            await listener.aclose()
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    async def _call(self, kind: Kind, requests: Sequence[Any], timeout: float) -> list[Any]:
+        if not requests:
+            return []
+        future = self._sender(kind).submit(list(requests), timeout)
+        try:
+            outcomes = await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise GuardTimeout(f"{kind} did not answer within {timeout:g}s") from None
+        results = []
+        for outcome in outcomes:
+            if outcome.error is not None:
+                raise error_from_info(outcome.error)
+            results.append(outcome.result)
+        return results
+
+    async def _send(self, kind: Kind, requests: list[Any], timeout: float) -> list[Any]:
+        """One task: the outcome of each request, in order."""
+        payload = CALLS[kind](requests=requests, timeout_s=timeout).model_dump(mode="json")
+        meta = await self._roundtrip(TASKS[kind], [payload], QUEUES[kind], timeout)
+        reply = REPLIES[kind].model_validate(_success(meta, kind))
+        if reply.error is not None:
+            raise error_from_info(reply.error)
+        if len(reply.outcomes) != len(requests):
+            raise ModelUnavailable(f"{kind}: worker answered {len(reply.outcomes)} outcomes for {len(requests)}")
+        return list(reply.outcomes)
+
+    def _sender(self, kind: Kind) -> _Coalescer:
+        loop = asyncio.get_running_loop()
+        key = (loop, kind)
+        sender = self._senders.get(key)
+        if sender is None:
+            for old in [old for old in self._senders if old[0].is_closed()]:
+                del self._senders[old]
+            sender = self._senders[key] = _Coalescer(
+                lambda requests, timeout: self._send(kind, requests, timeout), self.settings.max_batch_size)
+        return sender
+
+    async def _roundtrip(self, task: str, args: list[Any], queue: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        listener = self._listener()
+        task_id = str(uuid.uuid4())
+        waiter = await listener.expect(task_id)
+        try:
+            await self._in_thread(self._publish, task, args, queue, task_id, timeout)
+            remaining = deadline - time.monotonic()
+            return await asyncio.wait_for(waiter, max(remaining, 0.0))
+        except TimeoutError:
+            raise GuardTimeout(f"{task} did not answer within {timeout:g}s") from None
+        finally:
+            listener.forget(task_id)
+
+    def _publish(self, task: str, args: list[Any], queue: str, task_id: str, timeout: float) -> None:
+        try:
+            self.app.send_task(task, args=args, queue=queue, task_id=task_id, expires=timeout)
+        except (OperationalError, RedisError, OSError) as error:
+            raise ModelUnavailable(f"broker unreachable: {error}") from None
+
+    def _broadcast_status(self, timeout: float) -> list[dict[str, Any]]:
+        try:
+            return list(self.app.control.broadcast(STATUS_COMMAND, reply=True, timeout=timeout) or [])
+        except (OperationalError, RedisError, OSError) as error:
+            raise ModelUnavailable(f"broker unreachable: {error}") from None
+
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._publisher, fn, *args)
+
+    def _listener(self) -> ResultListener:
+        loop = asyncio.get_running_loop()
+        listener = self._listeners.get(loop)
+        if listener is None:
+            for old in [old for old in self._listeners if old.is_closed()]:
+                del self._listeners[old]
+            listener = self._listeners[loop] = ResultListener(result_backend_url(self.settings))
+        return listener
+
+
+@dataclass
+class _Queued:
+    requests: list[Any]
+    timeout: float
+    future: asyncio.Future[list[Any]]
+
+
+class _Coalescer:
+    """Gathers the calls made in one event-loop iteration into tasks of at most ``max_requests``."""
+
+    def __init__(self, send: Callable[[list[Any], float], Awaitable[list[Any]]], max_requests: int) -> None:
+        self._send = send
+        self._max = max(1, max_requests)
+        self._queued: list[_Queued] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, requests: list[Any], timeout: float) -> asyncio.Future[list[Any]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if not self._queued:
+            loop.call_soon(self._flush)
+        self._queued.append(_Queued(requests, timeout, future))
+        return future
+
+    def _flush(self) -> None:
+        queued, self._queued = self._queued, []
+        for group in _groups(queued, self._max):
+            task = asyncio.get_running_loop().create_task(self._run(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, group: list[_Queued]) -> None:
+        requests = [request for item in group for request in item.requests]
+        try:
+            outcomes = await self._send(requests, max(item.timeout for item in group))
+        except BaseException as error:  # noqa: BLE001 - handed to every caller of the group
+            for item in group:
+                if not item.future.done():
+                    item.future.set_exception(error)
+                    item.future.exception()  # a caller that timed out must not log it
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            return
+        start = 0
+        for item in group:
+            end = start + len(item.requests)
+            if not item.future.done():
+                item.future.set_result(outcomes[start:end])
+            start = end
+
+
+def _groups(queued: list[_Queued], max_requests: int) -> list[list[_Queued]]:
+    """Consecutive calls packed into groups of at most ``max_requests`` requests (a larger call
+    goes alone: its requests are never split)."""
+    groups: list[list[_Queued]] = []
+    size = 0
+    for item in queued:
+        if not groups or size + len(item.requests) > max_requests:
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += len(item.requests)
+    return groups
+
+
+def _success(meta: dict[str, Any], what: str) -> Any:
+    status = meta.get("status")
+    if status == "SUCCESS":
+        return meta.get("result")
+    if status == "REVOKED":
+        raise GuardTimeout(f"{what} expired before a worker took it")
+    result = meta.get("result") or {}
+    detail = f"{result.get('exc_type', status)}: {result.get('exc_message', '')}" if isinstance(result, dict) \
+        else str(result)
+    raise ModelUnavailable(f"{what} failed on the worker: {detail}")
+
+
+def _other_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is not loop
+    except RuntimeError:
+        return True
