@@ -115,3 +115,13 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     for kind in _served:
         log.info("loading the %s model in the background", kind)
         runtime().warm_up(kind)
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    """Log what the batchers did (batch sizes show whether requests were merged)."""
+    if _runtime is None:
+        return
+    for kind in _served or list(KINDS):
+        stats = _runtime.status(kind, worker="").batching
+        log.info("%s: %d batches, %d requests, largest batch %d", kind, stats.batches, stats.items, stats.max_batch)

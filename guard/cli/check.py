@@ -51,6 +51,8 @@ def check(
     dtype: str | None = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16 (default: GUARD_DTYPE)"),
     decode: bool = typer.Option(False, "--decode", help="always run the greedy decode, so `output` is the raw text"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
+    broker: str | None = typer.Option(
+        None, "--broker", help="send the check through the guard workers behind this Redis URL (default: GUARD_BROKER_URL)"),
 ) -> None:
     """Check a conversation with Llama Guard and/or Prompt Guard; with no model given, the demo models."""
     settings = get_settings()
@@ -59,6 +61,10 @@ def check(
     _validate_options(family, dtype)
     _quiet_transformers()
     conversation = _conversation(text)
+    if broker or settings.broker_url:
+        _print(_check_through_broker(broker or settings.broker_url, conversation, decode, llama_guard, prompt_guard),
+               as_json)
+        return
     llama_guard = llama_guard or settings.llama_guard or None
     prompt_guard = prompt_guard or settings.prompt_guard or None
     demo = not (llama_guard or prompt_guard)
@@ -177,6 +183,21 @@ def _prompt_guard_json(result: PromptGuardResult) -> dict[str, Any]:
         "segment": result.segment,
         "model": result.model.model,
     }
+
+
+def _check_through_broker(broker: str, conversation: list[Message], decode: bool, llama_guard: str | None,
+                          prompt_guard: str | None) -> dict[str, Any]:
+    """Both guards on the workers' models (``--llama-guard``/``--prompt-guard`` pick local models)."""
+    from guard.cli.remote import check_through_broker
+
+    if llama_guard or prompt_guard:
+        raise BadInput("with --broker the workers' models answer: drop --llama-guard/--prompt-guard")
+    scanned = next((m.text for m in reversed(conversation) if m.role == "user"), None)
+    lg, pg = check_through_broker(broker, conversation, decode=decode, scanned=scanned)
+    report = {"llama_guard": _llama_guard_json(lg)}
+    if pg is not None:
+        report["prompt_guard"] = _prompt_guard_json(pg)
+    return report
 
 
 # ---------------------------------------------------------------------- output

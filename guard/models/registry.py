@@ -46,8 +46,9 @@ class ModelSpec:
         return cls(
             kind=kind,
             model=settings.llama_guard if lg else settings.prompt_guard,
-            revision=settings.llama_guard_revision if lg else settings.prompt_guard_revision,
-            family=settings.family if lg else None,
+            # "" (an unset variable passed through, as compose does) means "not set".
+            revision=(settings.llama_guard_revision if lg else settings.prompt_guard_revision) or None,
+            family=(settings.family or None) if lg else None,
             dtype=settings.dtype,
             device=settings.device,
             demo_dir=str(settings.demo_models_dir),

@@ -1,0 +1,32 @@
+"""The executor call path of CLI commands that send their checks through the Celery workers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from guard.settings import get_settings
+from guard.types import LlamaGuardRequest, LlamaGuardResult, Message, PromptGuardRequest, PromptGuardResult
+
+
+def check_through_broker(broker: str, conversation: list[Message], *, decode: bool = False,
+                         scanned: str | None = None) -> tuple[LlamaGuardResult, PromptGuardResult | None]:
+    """Llama Guard on ``conversation`` and Prompt Guard on ``scanned`` (when given), in parallel,
+    on the workers behind ``broker``; typed errors (``ModelUnavailable``, ``GuardTimeout``) raise."""
+    settings = get_settings().model_copy(update={"broker_url": broker})
+    return asyncio.run(_check(settings, conversation, decode, scanned))
+
+
+async def _check(settings, conversation, decode, scanned):  # type: ignore[no-untyped-def]
+    from guard.executor.celery import CeleryExecutor
+
+    executor = CeleryExecutor(settings)
+    timeout = settings.check_timeout_s
+    try:
+        lg = executor.llama_guard([LlamaGuardRequest(conversation=conversation, decode=decode)], timeout)
+        if scanned is None:
+            return (await lg)[0], None
+        pg = executor.prompt_guard([PromptGuardRequest(text=scanned, source="user")], timeout)
+        [lg_result], [pg_result] = await asyncio.gather(lg, pg)
+        return lg_result, pg_result
+    finally:
+        await executor.aclose()
