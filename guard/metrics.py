@@ -60,18 +60,24 @@ FAIL_OPEN = Counter(
     ["tenant", "direction", "guard"],
 )
 UPSTREAM_SECONDS = Histogram(
-    "guard_upstream_seconds", "Latency of the wrapped LLM (time to full answer or stream end)",
-    ["outcome"], buckets=LATENCY_BUCKETS,
+    "guard_upstream_seconds",
+    "Latency of the wrapped LLM (time to full answer or stream end)",
+    ["outcome"],
+    buckets=LATENCY_BUCKETS,
 )
 
 # --------------------------------------------------------------------------- guard checks
 
 GUARD_SECONDS = Histogram(
-    "guard_check_seconds", "Latency of one guard check as seen by its caller", ["guard"],
+    "guard_check_seconds",
+    "Latency of one guard check as seen by its caller",
+    ["guard"],
     buckets=LATENCY_BUCKETS,
 )
 QUEUE_WAIT_SECONDS = Histogram(
-    "guard_queue_wait_seconds", "Time a check request waited before its batch started", ["guard"],
+    "guard_queue_wait_seconds",
+    "Time a check request waited before its batch started",
+    ["guard"],
     buckets=LATENCY_BUCKETS,
 )
 BATCH_SIZE = Histogram(
@@ -92,7 +98,8 @@ POLICY_RELOAD_FAILURES = Counter(
 # --------------------------------------------------------------------------- audit
 
 AUDIT_WRITE_SECONDS = Histogram(
-    "guard_audit_write_seconds", "Duration of one audit group commit (one transaction)",
+    "guard_audit_write_seconds",
+    "Duration of one audit group commit (one transaction)",
     buckets=LATENCY_BUCKETS,
 )
 AUDIT_BATCH_SIZE = Histogram(
@@ -105,7 +112,8 @@ AUDIT_WRITE_FAILURES = Counter(
     "guard_audit_write_failures_total", "Audit group commits that failed, by error kind", ["kind"]
 )
 AUDIT_JOURNAL_DEPTH = Gauge(
-    "guard_audit_journal_depth", "Audit records waiting in the local journal for the store",
+    "guard_audit_journal_depth",
+    "Audit records waiting in the local journal for the store",
     multiprocess_mode="livemax",
 )
 
@@ -200,14 +208,22 @@ def summarize(text: str) -> dict:
         for key, buckets in sorted(groups.items()):
             pairs = sorted(buckets.items())
             p50, p99 = histogram_quantile(0.5, pairs), histogram_quantile(0.99, pairs)
-            out[key] = {"count": pairs[-1][1] if pairs else 0.0,
-                        "p50_ms": None if p50 is None else p50 * 1000,
-                        "p99_ms": None if p99 is None else p99 * 1000}
+            out[key] = {
+                "count": pairs[-1][1] if pairs else 0.0,
+                "p50_ms": None if p50 is None else p50 * 1000,
+                "p99_ms": None if p99 is None else p99 * 1000,
+            }
         return out
 
     return {
-        "requests": {"total": total("guard_requests_total"), "by_status": total("guard_requests_total", "status")},
-        "decisions": {"total": total("guard_decisions_total"), "by_action": total("guard_decisions_total", "action")},
+        "requests": {
+            "total": total("guard_requests_total"),
+            "by_status": total("guard_requests_total", "status"),
+        },
+        "decisions": {
+            "total": total("guard_decisions_total"),
+            "by_action": total("guard_decisions_total", "action"),
+        },
         "guard_latency": latency("guard_check_seconds", "guard"),
         "queue_wait": latency("guard_queue_wait_seconds", "guard"),
         "upstream_latency": latency("guard_upstream_seconds", None),

@@ -104,10 +104,16 @@ def check_seal(checkpoint: Checkpoint, key: bytes | None) -> tuple[bool, str | N
     if not hmac.compare_digest(hashlib.sha256(text).hexdigest(), checkpoint.digest):
         return False, None
     if checkpoint.signature is None:
-        return True, f"checkpoint of tenant {checkpoint.tenant!r} at seq {checkpoint.seq} is unsigned " \
-                     "(no GUARD_AUDIT_SIGNING_KEY when it was pruned): only its digest was checked"
+        return (
+            True,
+            f"checkpoint of tenant {checkpoint.tenant!r} at seq {checkpoint.seq} is unsigned "
+            "(no GUARD_AUDIT_SIGNING_KEY when it was pruned): only its digest was checked",
+        )
     if key is None:
-        return True, f"checkpoint of tenant {checkpoint.tenant!r} is signed but no GUARD_AUDIT_SIGNING_KEY " \
-                     "is configured here: signature not checked"
+        return (
+            True,
+            f"checkpoint of tenant {checkpoint.tenant!r} is signed but no GUARD_AUDIT_SIGNING_KEY "
+            "is configured here: signature not checked",
+        )
     expected = hmac.new(key, text, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, checkpoint.signature), None

@@ -54,7 +54,10 @@ def create_engine_for(url: str) -> Engine:
         if parsed.get_driver_name() != "psycopg":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(
-            parsed, pool_pre_ping=True, pool_size=5, max_overflow=5,
+            parsed,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=5,
             connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
         )
     raise ConfigError(f"unsupported audit store URL {url!r}: use sqlite:///path or postgresql+psycopg://...")
@@ -83,8 +86,13 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 
 
 def _sqlite_engine(path: Path) -> Engine:
-    engine = create_engine("sqlite://", creator=lambda: _open_sqlite(path, "rw"), poolclass=QueuePool,
-                           pool_size=4, max_overflow=8)
+    engine = create_engine(
+        "sqlite://",
+        creator=lambda: _open_sqlite(path, "rw"),
+        poolclass=QueuePool,
+        pool_size=4,
+        max_overflow=8,
+    )
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, record) -> None:

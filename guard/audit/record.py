@@ -172,8 +172,14 @@ def _marker(labels: Iterable[str]) -> str:
     return f"[redacted:{','.join(sorted(set(labels)))}]"
 
 
-def _retained_content(content: Content, full_text: str, retention: RetentionMode, flagged: set[int],
-                      decision: Decision, results: GuardResults) -> str | None:
+def _retained_content(
+    content: Content,
+    full_text: str,
+    retention: RetentionMode,
+    flagged: set[int],
+    decision: Decision,
+    results: GuardResults,
+) -> str | None:
     if retention == "none" or content is None:
         return None
     if retention == "full" or not flagged:
@@ -196,18 +202,23 @@ class _LeakCheck:
 
     def __init__(self, hidden: Sequence[str]) -> None:
         self.short = [t for t in hidden if 0 < len(t.strip()) < _GRAM]
-        self.grams = {t[i:i + _GRAM] for t in hidden if len(t) >= _GRAM for i in range(len(t) - _GRAM + 1)}
+        self.grams = {t[i : i + _GRAM] for t in hidden if len(t) >= _GRAM for i in range(len(t) - _GRAM + 1)}
 
     def leaks(self, text: str | None) -> bool:
         if not text:
             return False
         if any(s.strip() in text for s in self.short):
             return True
-        return any(text[i:i + _GRAM] in self.grams for i in range(len(text) - _GRAM + 1))
+        return any(text[i : i + _GRAM] in self.grams for i in range(len(text) - _GRAM + 1))
 
 
-def _scrub_results(results: GuardResults, decision: Decision, retention: RetentionMode,
-                   hidden: Sequence[str], kept: Sequence[str]) -> tuple[GuardResults, Decision]:
+def _scrub_results(
+    results: GuardResults,
+    decision: Decision,
+    retention: RetentionMode,
+    hidden: Sequence[str],
+    kept: Sequence[str],
+) -> tuple[GuardResults, Decision]:
     if retention == "full" or (retention == "redacted" and not hidden):
         return results, decision
     check = _LeakCheck(hidden)
@@ -217,7 +228,8 @@ def _scrub_results(results: GuardResults, decision: Decision, retention: Retenti
         if not keep:
             llama = llama.model_copy(update={"output": None})
     prompt = [
-        p if p.segment is None or (retention == "redacted" and _kept_segment(p.segment, kept, check))
+        p
+        if p.segment is None or (retention == "redacted" and _kept_segment(p.segment, kept, check))
         else p.model_copy(update={"segment": None if retention == "none" else _REDACTED})
         for p in results.prompt_guard
     ]

@@ -26,18 +26,22 @@ def open_items(store: AuditStore, tenant: str | None = None, limit: int | None =
     return store.open_escalations(tenant=tenant, limit=limit)
 
 
-def review_record(original: AuditRecord, verdict: Verdict, note: str, reviewer: str | None = None) -> AuditRecord:
+def review_record(
+    original: AuditRecord, verdict: Verdict, note: str, reviewer: str | None = None
+) -> AuditRecord:
     """The audit record of a reviewer's verdict on ``original`` (not yet stored)."""
     if verdict not in VERDICTS:
         raise BadInput(f"verdict must be confirm or overturn (got {verdict!r})", param="verdict")
     action = original.decision.action if verdict == "confirm" else Action.ALLOW
-    decision = original.decision.model_copy(update={
-        "action": action,
-        "effective_action": action,
-        "shadow": False,
-        "reasons": original.decision.reasons if verdict == "confirm" else [],
-        "user_message": None,
-    })
+    decision = original.decision.model_copy(
+        update={
+            "action": action,
+            "effective_action": action,
+            "shadow": False,
+            "reasons": original.decision.reasons if verdict == "confirm" else [],
+            "user_message": None,
+        }
+    )
     return AuditRecord(
         id=new_record_id(),
         request_id=original.request_id,
@@ -53,13 +57,23 @@ def review_record(original: AuditRecord, verdict: Verdict, note: str, reviewer: 
         content_sha256=original.content_sha256,
         retention="none",
         ref_id=original.id,
-        review={"verdict": verdict, "note": note, "reviewer": reviewer,
-                "original_action": original.decision.action.value},
+        review={
+            "verdict": verdict,
+            "note": note,
+            "reviewer": reviewer,
+            "original_action": original.decision.action.value,
+        },
     )
 
 
-def decide(store: AuditStore, record_id: str, verdict: Verdict, note: str = "",
-           reviewer: str | None = None, tenant: str | None = None) -> AuditRecord:
+def decide(
+    store: AuditStore,
+    record_id: str,
+    verdict: Verdict,
+    note: str = "",
+    reviewer: str | None = None,
+    tenant: str | None = None,
+) -> AuditRecord:
     """Record a verdict on an open escalation; returns the stored review record.
 
     ``tenant`` restricts the lookup (an HTTP admin key of one tenant must not review another's).
@@ -68,8 +82,11 @@ def decide(store: AuditStore, record_id: str, verdict: Verdict, note: str = "",
     if original is None or (tenant is not None and original.tenant != tenant):
         raise BadInput(f"no audit record {record_id!r}", param="id")
     if not is_open_escalation(original):
-        raise BadInput(f"record {record_id} is not an escalation (action {original.decision.action.value}, "
-                       f"direction {original.direction})", param="id")
+        raise BadInput(
+            f"record {record_id} is not an escalation (action {original.decision.action.value}, "
+            f"direction {original.direction})",
+            param="id",
+        )
     earlier = store.query(AuditFilters(ref_id=record_id, direction="review", limit=1))
     if earlier:
         raise BadInput(f"record {record_id} was already reviewed (review record {earlier[0].id})", param="id")

@@ -6,8 +6,8 @@ are checked against the body by ``verify``.
 
 ``schema_version`` holds one row: the number of migrations applied. Pending migrations run in
 order inside one transaction (DDL is transactional on both backends), under a lock (a PostgreSQL
-advisory lock; SQLite's write lock), so several processes may start against the same store at once. Add a migration by appending to
-``MIGRATIONS``; never edit one that has shipped.
+advisory lock; SQLite's write lock), so several processes may start against the same store at
+once. Add a migration by appending to ``MIGRATIONS``; never edit one that has shipped.
 """
 
 from __future__ import annotations
@@ -34,12 +34,14 @@ from sqlalchemy import (
 metadata = MetaData()
 
 schema_version = Table(
-    "schema_version", metadata,
+    "schema_version",
+    metadata,
     Column("version", Integer, nullable=False),
 )
 
 records = Table(
-    "audit_records", metadata,
+    "audit_records",
+    metadata,
     Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("id", String(64), nullable=False, unique=True),
     Column("tenant", String(200), nullable=False),
@@ -69,7 +71,8 @@ records = Table(
 )
 
 record_categories = Table(
-    "audit_record_categories", metadata,
+    "audit_record_categories",
+    metadata,
     Column("record_id", String(64), nullable=False),
     Column("code", String(64), nullable=False),
     UniqueConstraint("record_id", "code", name="uq_audit_record_categories"),
@@ -77,7 +80,8 @@ record_categories = Table(
 )
 
 heads = Table(
-    "audit_heads", metadata,
+    "audit_heads",
+    metadata,
     Column("tenant", String(200), primary_key=True),
     Column("seq", BigInteger, nullable=False),
     Column("record_id", String(64), nullable=False),
@@ -85,7 +89,8 @@ heads = Table(
 )
 
 checkpoints = Table(
-    "audit_checkpoints", metadata,
+    "audit_checkpoints",
+    metadata,
     Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("tenant", String(200), nullable=False),
     Column("seq", BigInteger, nullable=False),

@@ -20,7 +20,7 @@ import logging
 import time as _time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol, TextIO, runtime_checkable
 
@@ -188,7 +188,9 @@ class SqlAuditStore:
             metrics.AUDIT_WRITE_FAILURES.labels("journal_unavailable").inc()
             return [exc] * len(batches)
         metrics.AUDIT_RECORDS.labels("journal").inc(len(flat))
-        log.warning("audit store unavailable (%s): %d record(s) journaled to %s", why, len(flat), self._journal.path)
+        log.warning(
+            "audit store unavailable (%s): %d record(s) journaled to %s", why, len(flat), self._journal.path
+        )
         return list(batches)
 
     def _insert_batches(self, batches: list[Batch]) -> list[Batch | BaseException]:
@@ -201,7 +203,7 @@ class SqlAuditStore:
             raise _Down(_short(exc)) from exc
         out, start = [], 0
         for batch in batches:
-            out.append(chained[start:start + len(batch)])
+            out.append(chained[start : start + len(batch)])
             start += len(batch)
         return out
 
@@ -226,7 +228,9 @@ class SqlAuditStore:
     def _commit_replayed(self, records: list[AuditRecord]) -> None:
         with self._write() as conn:
             table = schema.records
-            present = set(conn.execute(select(table.c.id).where(table.c.id.in_([r.id for r in records]))).scalars())
+            present = set(
+                conn.execute(select(table.c.id).where(table.c.id.in_([r.id for r in records]))).scalars()
+            )
             _chain_and_insert(conn, [r for r in records if r.id not in present])
         metrics.AUDIT_RECORDS.labels("store").inc(len(records) - len(present))
 
@@ -309,7 +313,9 @@ class SqlAuditStore:
     def _prune_tenant(self, tenant: str, cutoff: datetime) -> Checkpoint | None:
         table, cats = schema.records, schema.record_categories
         with _wrap_errors("prune"), self._write() as conn:
-            head = conn.execute(select(schema.heads).where(schema.heads.c.tenant == tenant).with_for_update()).one()
+            head = conn.execute(
+                select(schema.heads).where(schema.heads.c.tenant == tenant).with_for_update()
+            ).one()
             previous = latest_checkpoint(conn, tenant)
             floor = previous.seq if previous else 0
             first_kept = conn.execute(
@@ -320,16 +326,33 @@ class SqlAuditStore:
                 return None
             checked = verify_tenant(conn, head, self._key)
             if checked.broken:
-                raise AuditUnavailable(f"refusing to prune a chain that does not verify: {checked.broken.describe()}")
-            last = conn.execute(select(table.c.id, table.c.hash).where(
-                table.c.tenant == tenant, table.c.seq == last_pruned)).one()
+                raise AuditUnavailable(
+                    f"refusing to prune a chain that does not verify: {checked.broken.describe()}"
+                )
+            last = conn.execute(
+                select(table.c.id, table.c.hash).where(table.c.tenant == tenant, table.c.seq == last_pruned)
+            ).one()
             doomed = select(table.c.id).where(table.c.tenant == tenant, table.c.seq <= last_pruned)
             conn.execute(cats.delete().where(cats.c.record_id.in_(doomed)))
-            removed = conn.execute(table.delete().where(table.c.tenant == tenant, table.c.seq <= last_pruned)).rowcount
-            checkpoint = seal(Checkpoint(tenant=tenant, seq=last_pruned, record_id=last.id, hash=last.hash,
-                                         pruned=removed, time=datetime.now(timezone.utc)), self._key)
-            conn.execute(schema.checkpoints.insert().values(tenant=tenant, seq=last_pruned,
-                                                            body=checkpoint.model_dump_json()))
+            removed = conn.execute(
+                table.delete().where(table.c.tenant == tenant, table.c.seq <= last_pruned)
+            ).rowcount
+            checkpoint = seal(
+                Checkpoint(
+                    tenant=tenant,
+                    seq=last_pruned,
+                    record_id=last.id,
+                    hash=last.hash,
+                    pruned=removed,
+                    time=datetime.now(timezone.utc),
+                ),
+                self._key,
+            )
+            conn.execute(
+                schema.checkpoints.insert().values(
+                    tenant=tenant, seq=last_pruned, body=checkpoint.model_dump_json()
+                )
+            )
         return checkpoint
 
     # ------------------------------------------------------------------ plumbing
@@ -346,14 +369,18 @@ class SqlAuditStore:
                 if not self._create:
                     raise AuditUnavailable(f"no audit store at {self._sqlite}")
                 if not self._sqlite.parent.is_dir():
-                    raise AuditUnavailable(f"directory {self._sqlite.parent} of the audit store does not exist")
+                    raise AuditUnavailable(
+                        f"directory {self._sqlite.parent} of the audit store does not exist"
+                    )
                 create_sqlite_file(self._sqlite)
             with self._engine.connect().execution_options(**{IMMEDIATE: True}) as conn, conn.begin():
                 if self._create:
                     schema.migrate(conn)
                 elif schema.current_version(conn) != schema.LATEST:
-                    raise AuditUnavailable("the audit store schema is missing or outdated; open it once "
-                                           "with a gateway or a write to migrate it")
+                    raise AuditUnavailable(
+                        "the audit store schema is missing or outdated; open it once "
+                        "with a gateway or a write to migrate it"
+                    )
         self._ready = True
 
     def _ensure_schema_or_down(self) -> None:
@@ -397,9 +424,14 @@ def _chain_and_insert(conn: Connection, records: list[AuditRecord]) -> list[Audi
         return []
     tenants = sorted({r.tenant for r in records})
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    conn.execute(insert(schema.heads).values([{"tenant": t, "seq": 0, "record_id": "", "hash": ""} for t in tenants])
-                 .on_conflict_do_nothing(index_elements=["tenant"]))
-    heads = conn.execute(select(schema.heads).where(schema.heads.c.tenant.in_(tenants)).with_for_update()).all()
+    conn.execute(
+        insert(schema.heads)
+        .values([{"tenant": t, "seq": 0, "record_id": "", "hash": ""} for t in tenants])
+        .on_conflict_do_nothing(index_elements=["tenant"])
+    )
+    heads = conn.execute(
+        select(schema.heads).where(schema.heads.c.tenant.in_(tenants)).with_for_update()
+    ).all()
     state = {h.tenant: (h.seq, h.hash or None, h.record_id) for h in heads}
     chained, rows, categories = [], [], []
     for record in records:
@@ -413,7 +445,8 @@ def _chain_and_insert(conn: Connection, records: list[AuditRecord]) -> list[Audi
     if categories:
         conn.execute(schema.record_categories.insert(), categories)
     conn.execute(
-        schema.heads.update().where(schema.heads.c.tenant == bindparam("t"))
+        schema.heads.update()
+        .where(schema.heads.c.tenant == bindparam("t"))
         .values(seq=bindparam("s"), hash=bindparam("h"), record_id=bindparam("r")),
         [{"t": t, "s": s, "h": h, "r": r} for t, (s, h, r) in state.items()],
     )

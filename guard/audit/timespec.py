@@ -15,7 +15,9 @@ def parse_duration(text: str, *, param: str = "duration") -> timedelta:
     """``90s``, ``15m``, ``12h``, ``30d``, ``2w``."""
     match = _DURATION.match(text or "")
     if not match:
-        raise BadInput(f"{param}: expected a duration such as 30d, 12h, 15m or 90s (got {text!r})", param=param)
+        raise BadInput(
+            f"{param}: expected a duration such as 30d, 12h, 15m or 90s (got {text!r})", param=param
+        )
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
@@ -27,6 +29,9 @@ def parse_time(text: str, *, param: str = "time", now: datetime | None = None) -
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except (ValueError, AttributeError):
-        raise BadInput(f"{param}: expected an ISO date/time (2024-05-01, 2024-05-01T12:00Z) or a duration "
-                       f"such as 30d (got {text!r})", param=param) from None
+        raise BadInput(
+            f"{param}: expected an ISO date/time (2024-05-01, 2024-05-01T12:00Z) or a duration "
+            f"such as 30d (got {text!r})",
+            param=param,
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

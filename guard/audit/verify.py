@@ -68,10 +68,15 @@ class TenantResult(BaseModel):
 
 def verify_all(conn: Connection, key: bytes | None) -> VerifyReport:
     head_rows = conn.execute(select(schema.heads).order_by(schema.heads.c.tenant)).all()
-    orphans = conn.execute(
-        select(schema.records.c.tenant).distinct()
-        .where(schema.records.c.tenant.not_in(select(schema.heads.c.tenant)))
-    ).scalars().all()
+    orphans = (
+        conn.execute(
+            select(schema.records.c.tenant)
+            .distinct()
+            .where(schema.records.c.tenant.not_in(select(schema.heads.c.tenant)))
+        )
+        .scalars()
+        .all()
+    )
     report = VerifyReport(ok=True, tenants=len(head_rows))
     for head in head_rows:
         result = verify_tenant(conn, head, key)
@@ -80,19 +85,28 @@ def verify_all(conn: Connection, key: bytes | None) -> VerifyReport:
         if result.broken:
             report.broken.append(result.broken)
         if head.seq > 0:
-            report.heads.append(TenantHead(tenant=head.tenant, seq=head.seq, record_id=head.record_id,
-                                           hash=head.hash))
+            report.heads.append(
+                TenantHead(tenant=head.tenant, seq=head.seq, record_id=head.record_id, hash=head.hash)
+            )
     for tenant in orphans:
-        report.broken.append(BrokenRecord(tenant=tenant, record_id=None, seq=None,
-                                          reason="records exist but the tenant has no chain head"))
+        report.broken.append(
+            BrokenRecord(
+                tenant=tenant,
+                record_id=None,
+                seq=None,
+                reason="records exist but the tenant has no chain head",
+            )
+        )
     report.ok = not report.broken
     return report
 
 
 def latest_checkpoint(conn: Connection, tenant: str) -> Checkpoint | None:
     body = conn.execute(
-        select(schema.checkpoints.c.body).where(schema.checkpoints.c.tenant == tenant)
-        .order_by(schema.checkpoints.c.seq.desc()).limit(1)
+        select(schema.checkpoints.c.body)
+        .where(schema.checkpoints.c.tenant == tenant)
+        .order_by(schema.checkpoints.c.seq.desc())
+        .limit(1)
     ).scalar()
     return Checkpoint.model_validate_json(body) if body else None
 
@@ -117,17 +131,25 @@ def verify_tenant(conn: Connection, head: Any, key: bytes | None) -> TenantResul
         prev_hash, prev_seq, prev_id = checkpoint.hash, checkpoint.seq, checkpoint.record_id
     for row, codes in _rows(conn, tenant, prev_seq):
         if row.seq != prev_seq + 1:
-            missing = f"seq {prev_seq + 1}" if row.seq == prev_seq + 2 else f"seq {prev_seq + 1}..{row.seq - 1}"
-            return broken(row.id, row.seq, f"record(s) {missing} before it are missing "
-                                           f"(previous record present: {prev_id or 'none'})")
+            missing = (
+                f"seq {prev_seq + 1}" if row.seq == prev_seq + 2 else f"seq {prev_seq + 1}..{row.seq - 1}"
+            )
+            return broken(
+                row.id,
+                row.seq,
+                f"record(s) {missing} before it are missing (previous record present: {prev_id or 'none'})",
+            )
         problem = _check_row(row, codes, prev_hash)
         if problem:
             return broken(row.id, row.seq, problem)
         prev_hash, prev_seq, prev_id = row.hash, row.seq, row.id
         result.records += 1
     if head.seq != prev_seq or (head.seq > 0 and head.hash != prev_hash):
-        return broken(head.record_id, head.seq,
-                      f"the chain head is missing: last record present is seq {prev_seq} ({prev_id or 'none'})")
+        return broken(
+            head.record_id,
+            head.seq,
+            f"the chain head is missing: last record present is seq {prev_seq} ({prev_id or 'none'})",
+        )
     return result
 
 
@@ -155,13 +177,18 @@ def _rows(conn: Connection, tenant: str, after_seq: int) -> Iterator[tuple[Any, 
     last = after_seq
     while True:
         page = conn.execute(
-            select(table).where(table.c.tenant == tenant, table.c.seq > last).order_by(table.c.seq).limit(PAGE)
+            select(table)
+            .where(table.c.tenant == tenant, table.c.seq > last)
+            .order_by(table.c.seq)
+            .limit(PAGE)
         ).all()
         if not page:
             return
         ids = [row.id for row in page]
         codes: dict[str, list[str]] = {}
-        for record_id, code in conn.execute(select(cats.c.record_id, cats.c.code).where(cats.c.record_id.in_(ids))):
+        for record_id, code in conn.execute(
+            select(cats.c.record_id, cats.c.code).where(cats.c.record_id.in_(ids))
+        ):
             codes.setdefault(record_id, []).append(code)
         for row in page:
             yield row, sorted(codes.get(row.id, []))

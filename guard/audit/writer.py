@@ -27,7 +27,9 @@ CommitFn = Callable[[list[Batch]], list[Batch | BaseException]]
 
 
 class GroupCommitWriter:
-    def __init__(self, commit: CommitFn, *, max_records: int = 1000, name: str = "guard-audit-writer") -> None:
+    def __init__(
+        self, commit: CommitFn, *, max_records: int = 1000, name: str = "guard-audit-writer"
+    ) -> None:
         self._commit = commit
         self._max_records = max_records
         self._name = name
@@ -85,7 +87,11 @@ class GroupCommitWriter:
             try:
                 outcomes = self._commit([batch for batch, _ in group])
             except BaseException as exc:  # never leave a caller waiting forever
-                error = exc if isinstance(exc, AuditUnavailable) else AuditUnavailable(f"audit write failed: {exc!r}")
+                error = (
+                    exc
+                    if isinstance(exc, AuditUnavailable)
+                    else AuditUnavailable(f"audit write failed: {exc!r}")
+                )
                 outcomes = [error] * len(group)
             for (_, future), outcome in zip(group, outcomes, strict=True):
                 if isinstance(outcome, BaseException):

@@ -40,10 +40,15 @@ def _filters(tenant, action, category, since, until, request_id, limit):
     from guard.types import Action
 
     if action is not None and action not in {a.value for a in Action}:
-        raise BadInput(f"--action must be one of {', '.join(a.value for a in Action)} (got {action!r})",
-                       param="action")
+        raise BadInput(
+            f"--action must be one of {', '.join(a.value for a in Action)} (got {action!r})", param="action"
+        )
     return AuditFilters(
-        tenant=tenant, action=action, category=category, request_id=request_id, limit=limit,
+        tenant=tenant,
+        action=action,
+        category=category,
+        request_id=request_id,
+        limit=limit,
         since=parse_time(since, param="--since") if since else None,
         until=parse_time(until, param="--until") if until else None,
     )
@@ -72,15 +77,19 @@ def query(
         for record in records:
             sys.stdout.write(record.model_dump_json() + "\n")
         return
-    print(f"{'TIME':26} {'ID':32} {'TENANT':12} {'DIRECTION':13} {'ACTION':9} {'EFFECTIVE':9} "
-          f"{'STATUS':11} {'CATEGORIES':12} REQUEST")
+    print(
+        f"{'TIME':26} {'ID':32} {'TENANT':12} {'DIRECTION':13} {'ACTION':9} {'EFFECTIVE':9} "
+        f"{'STATUS':11} {'CATEGORIES':12} REQUEST"
+    )
     from guard.audit.record import record_categories
 
     for r in records:
-        print(f"{r.time.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')[:26]:26} {r.id:32} "
-              f"{r.tenant[:12]:12} {r.direction:13} {r.decision.action.value:9} "
-              f"{r.decision.effective_action.value:9} {r.guard_status:11} "
-              f"{','.join(record_categories(r)) or '-':12} {r.request_id}")
+        print(
+            f"{r.time.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')[:26]:26} {r.id:32} "
+            f"{r.tenant[:12]:12} {r.direction:13} {r.decision.action.value:9} "
+            f"{r.decision.effective_action.value:9} {r.guard_status:11} "
+            f"{','.join(record_categories(r)) or '-':12} {r.request_id}"
+        )
     print(f"{len(records)} record(s)", file=sys.stderr)
 
 
@@ -161,7 +170,9 @@ def prune(
 
 @audit_app.command("replay-journal")
 def replay_journal(
-    journal: Path | None = typer.Option(None, "--journal", help="journal file (default: GUARD_AUDIT_JOURNAL)"),
+    journal: Path | None = typer.Option(
+        None, "--journal", help="journal file (default: GUARD_AUDIT_JOURNAL)"
+    ),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Move records a gateway journaled while the store was down into the store."""

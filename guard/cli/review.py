@@ -39,10 +39,14 @@ def list_items(
         return
     print(f"{'ID':32} {'TIME':20} {'TENANT':12} {'DIRECTION':13} {'CATEGORIES':12} REASONS")
     for r in items:
-        reasons = "; ".join(f"{x.kind}:{x.code or ''}{'' if x.score is None else f' {x.score:.2f}'}"
-                            for x in r.decision.reasons)
-        print(f"{r.id:32} {r.time.strftime('%Y-%m-%dT%H:%M:%S'):20} {r.tenant[:12]:12} {r.direction:13} "
-              f"{','.join(record_categories(r)) or '-':12} {reasons or '-'}")
+        reasons = "; ".join(
+            f"{x.kind}:{x.code or ''}{'' if x.score is None else f' {x.score:.2f}'}"
+            for x in r.decision.reasons
+        )
+        print(
+            f"{r.id:32} {r.time.strftime('%Y-%m-%dT%H:%M:%S'):20} {r.tenant[:12]:12} {r.direction:13} "
+            f"{','.join(record_categories(r)) or '-':12} {reasons or '-'}"
+        )
     print(f"{len(items)} open item(s)", file=sys.stderr)
 
 

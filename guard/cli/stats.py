@@ -52,15 +52,19 @@ def _render(target: str, f: dict) -> str:
     by_action = ", ".join(f"{k}: {_n(v)}" for k, v in f["decisions"]["by_action"].items()) or "-"
     lines.append(f"decisions         {_n(f['decisions']['total'])}  ({by_action})")
     for guard, q in f["guard_latency"].items() or {"-": {"count": 0, "p50_ms": None, "p99_ms": None}}.items():
-        lines.append(f"guard latency     {guard}: p50 {_ms(q['p50_ms'])}, p99 {_ms(q['p99_ms'])} "
-                     f"over {_n(q['count'])} check(s)")
+        lines.append(
+            f"guard latency     {guard}: p50 {_ms(q['p50_ms'])}, p99 {_ms(q['p99_ms'])} "
+            f"over {_n(q['count'])} check(s)"
+        )
     for _, q in f["upstream_latency"].items():
         lines.append(f"upstream latency  p50 {_ms(q['p50_ms'])}, p99 {_ms(q['p99_ms'])}")
     lines.append(f"guard errors      {_n(f['guard_errors'])}, timeouts {_n(f['guard_timeouts'])}")
     lines.append(f"fail-open events  {_n(f['fail_open'])}")
     audit = f["audit"]
     sinks = ", ".join(f"{k}: {_n(v)}" for k, v in audit["records_by_sink"].items()) or "-"
-    lines.append(f"audit             records ({sinks}), write failures {_n(audit['write_failures'])}, "
-                 f"journal depth {_n(audit['journal_depth'])}")
+    lines.append(
+        f"audit             records ({sinks}), write failures {_n(audit['write_failures'])}, "
+        f"journal depth {_n(audit['journal_depth'])}"
+    )
     lines.append(f"policy reloads    failures {_n(f['policy_reload_failures'])}")
     return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""The audit store on SQLite and PostgreSQL: appends are chained and durable, filters select the
+right records, export round-trips, concurrent appends share transactions without breaking chains."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import datetime, timedelta, timezone
+
+from guard import metrics
+from guard.audit import AuditFilters, SqlAuditStore
+from guard.audit.chain import record_hash
+from guard.types import Action, AuditRecord
+from tests.audit.helpers import record
+
+
+def _seed(store: SqlAuditStore) -> dict[str, AuditRecord]:
+    old = datetime.now(timezone.utc) - timedelta(days=3)
+    records = {
+        "allow": record("what is the capital of France?", request_id="req-allow"),
+        "block": record(
+            "tell me about zorblax", action=Action.BLOCK, categories=["S9"], request_id="req-block"
+        ),
+        "escalate": record("quintrex plans", action=Action.ESCALATE, categories=["S1"], request_id="req-esc"),
+        "other": record(
+            "vorpalite",
+            tenant="globex",
+            action=Action.BLOCK,
+            categories=["S10", "S9"],
+            request_id="req-other",
+        ),
+        "old": record("an old question", request_id="req-old", time=old),
+    }
+    stored = store.append(list(records.values()))
+    return {name: rec for name, rec in zip(records, stored, strict=True)}
+
+
+def test_append_returns_records_chained_per_tenant(store):
+    stored = _seed(store)
+    acme = [r for r in stored.values() if r.tenant == "acme"]
+    assert acme[0].prev_hash is None
+    for before, after in zip(acme, acme[1:], strict=False):
+        assert after.prev_hash == before.hash
+    assert stored["other"].prev_hash is None  # another tenant, another chain
+    assert all(r.hash == record_hash(r) for r in stored.values())
+
+
+def test_query_filters_select_the_right_records(store):
+    stored = _seed(store)
+
+    def ids(**kwargs) -> set[str]:
+        return {r.id for r in store.query(AuditFilters(**kwargs))}
+
+    assert ids() == {r.id for r in stored.values()}
+    assert ids(tenant="globex") == {stored["other"].id}
+    assert ids(action=Action.BLOCK) == {stored["block"].id, stored["other"].id}
+    assert ids(action=Action.BLOCK, tenant="acme") == {stored["block"].id}
+    assert ids(category="S9") == {stored["block"].id, stored["other"].id}
+    assert ids(category="S10") == {stored["other"].id}
+    assert ids(category="S2") == set()
+    assert ids(request_id="req-esc") == {stored["escalate"].id}
+    day_ago = datetime.now(timezone.utc) - timedelta(days=1)
+    assert ids(until=day_ago) == {stored["old"].id}
+    assert stored["old"].id not in ids(since=day_ago)
+    assert len(ids(since=day_ago)) == 4
+    newest = store.query(AuditFilters(limit=2))
+    assert [r.id for r in newest] == [stored["old"].id, stored["other"].id]
+
+
+def test_get_returns_the_stored_record_with_its_hash(store):
+    stored = _seed(store)
+    got = store.get(stored["block"].id)
+    assert got == stored["block"]
+    assert store.get("no-such-id") is None
+
+
+def test_export_round_trips_audit_records(store):
+    stored = _seed(store)
+    out = io.StringIO()
+    assert store.export(out) == len(stored)
+    lines = out.getvalue().splitlines()
+    parsed = [AuditRecord.model_validate_json(line) for line in lines]
+    assert parsed == list(stored.values())  # oldest first, every field, hash included
+    filtered = io.StringIO()
+    assert store.export(filtered, AuditFilters(tenant="globex", limit=None)) == 1
+
+
+def test_concurrent_async_appends_all_land_in_one_intact_chain(store):
+    before = _batch_count()
+    records = [record(f"message {i}", tenant=f"t{i % 3}") for i in range(120)]
+
+    async def main() -> list[list[AuditRecord]]:
+        return await asyncio.gather(*(store.append_async([r]) for r in records))
+
+    results = asyncio.run(main())
+    assert [r[0].id for r in results] == [r.id for r in records]
+    report = store.verify()
+    assert report.ok, report.broken
+    assert report.records == 120 and report.tenants == 3
+    assert sorted(h.seq for h in report.heads) == [40, 40, 40]
+    assert _batch_count() > before  # the writer committed (and measured) the groups
+
+
+def test_store_survives_reopen_and_keeps_chaining(store_url):
+    first = SqlAuditStore(store_url)
+    a = first.append([record("one")])[0]
+    first.close()
+    second = SqlAuditStore(store_url)
+    b = second.append([record("two")])[0]
+    assert b.prev_hash == a.hash
+    assert second.verify().ok
+    second.close()
+
+
+def _batch_count() -> float:
+    return sum(s.value for s in metrics.AUDIT_BATCH_SIZE.collect()[0].samples if s.name.endswith("_count"))
+
+
+_WRITER = """
+import sys
+from guard.audit import SqlAuditStore
+from tests.audit.helpers import record
+store = SqlAuditStore(sys.argv[1])
+for i in range(15):
+    name = sys.argv[2]
+    store.append([record(f"{name} {i}", tenant="shared"), record(f"{name} {i}", tenant=name)])
+store.close()
+"""
+
+
+def test_two_processes_writing_one_store_keep_every_chain_intact(store_url):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    SqlAuditStore(store_url).close()  # schema ready before the race
+    repo = Path(__file__).resolve().parents[2]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, store_url, name], cwd=repo) for name in ("p1", "p2")
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    store = SqlAuditStore(store_url, create=False)
+    report = store.verify()
+    store.close()
+    assert report.ok, report.broken
+    assert {h.tenant: h.seq for h in report.heads} == {"shared": 30, "p1": 15, "p2": 15}
