@@ -142,7 +142,7 @@ class ChatService:
             return ChatReply(headers=headers, stream=_sse(chunks))
         guarded = GuardedStream(stream_settings(call.policy), self._window_check(call),
                                 refusal=call.policy.refusal, redaction=REDACTED)
-        return ChatReply(headers=headers, stream=_sse(guarded.run(chunks), lambda: _observe_stream(call, guarded)))
+        return ChatReply(headers=headers, stream=_sse(guarded.batches(chunks), lambda: _observe_stream(call, guarded)))
 
     def _window_check(self, call: _Call):  # noqa: ANN202 - a WindowCheck
         async def check(text: str, index: int) -> Decision:
@@ -165,9 +165,23 @@ class ChatService:
         return headers
 
 
+_STREAM_SETTINGS: dict[str, StreamSettings] = {}
+
+
 def stream_settings(policy: Policy) -> StreamSettings:
-    """``hold_back`` when any category the policy enforces on output (block or redact) is held
+    """Cached per policy content (a reloaded policy has a new hash).
+
+    ``hold_back`` when any category the policy enforces on output (block or redact) is held
     back; else ``stream_first`` (nothing is enforced, or every enforced category streams first)."""
+    cached = _STREAM_SETTINGS.get(policy.content_hash)
+    if cached is None:
+        if len(_STREAM_SETTINGS) > 256:
+            _STREAM_SETTINGS.clear()
+        cached = _STREAM_SETTINGS[policy.content_hash] = _stream_settings(policy)
+    return cached
+
+
+def _stream_settings(policy: Policy) -> StreamSettings:
     enforced = [code for code in sorted(policy.known_codes)
                 if (rule := policy.rule(code, "output")) and rule.action in (Action.BLOCK, Action.REDACT)]
     held = not policy.shadow and any(policy.streaming.mode_for(code) == "hold_back" for code in enforced)
@@ -264,12 +278,24 @@ def _refusal_chunks(body: dict[str, Any], text: str) -> AsyncIterator[Chunk]:
     return chunks()
 
 
-async def _sse(chunks: AsyncIterator[Chunk], on_end: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
-    """Server-sent events; a failure mid-stream ends it with an OpenAI-shaped error event."""
+def _encode(chunk: Chunk) -> bytes:
+    raw = getattr(chunk, "raw", None)
+    return b"data: " + (raw.encode() if raw is not None else json.dumps(chunk, separators=(",", ":")).encode()) \
+        + b"\n\n"
+
+
+async def _sse(chunks: AsyncIterator[Chunk] | AsyncIterator[list[Chunk]],
+               on_end: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+    """Server-sent events (a group of chunks released together is written at once); a failure
+    mid-stream ends the stream with an OpenAI-shaped error event."""
     try:
         async with contextlib.aclosing(chunks):  # type: ignore[type-var]
-            async for chunk in chunks:
-                yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+            async for item in chunks:
+                if isinstance(item, list):
+                    if item:
+                        yield b"".join(_encode(c) for c in item)
+                else:
+                    yield _encode(item)
         yield b"data: [DONE]\n\n"
     except GuardError as error:
         payload = error_payload(error.http_status, error.message, code=error.kind, param=error.param)

@@ -81,12 +81,21 @@ class GuardedStream:
         self._window_index = 0
 
     async def run(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-        """The chunks to send; closing this closes ``chunks`` (the upstream connection) too."""
+        """The chunks to send, one by one (see ``batches``)."""
+        async with contextlib.aclosing(self.batches(chunks)) as batches:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk
+
+    async def batches(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[list[Chunk]]:
+        """The chunks to send, grouped as released (a whole window at once in ``hold_back``), so
+        the caller can write each group in one go. Closing this closes ``chunks`` (the upstream
+        connection) too."""
         inner = self._stream_first(chunks) if self.settings.mode == "stream_first" else self._hold_back(chunks)
         try:
             async with contextlib.aclosing(inner):
-                async for chunk in inner:
-                    yield chunk
+                async for batch in inner:
+                    yield batch
         finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:
@@ -94,7 +103,7 @@ class GuardedStream:
 
     # ------------------------------------------------------------------ hold back
 
-    async def _hold_back(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    async def _hold_back(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[list[Chunk]]:
         pending: list[Chunk] = []
         pieces: list[str] = []
         tail: list[Chunk] = []
@@ -105,36 +114,34 @@ class GuardedStream:
             if text:
                 pieces.append(text)
             if len(pieces) >= self.settings.window_tokens and not tail:
-                async for out in self._release(pending, pieces):
-                    yield out
+                yield await self._release(pending, pieces)
                 if self.outcome.blocked:
                     return
                 pending, pieces = [], []
         if pieces or pending:
-            async for out in self._release(pending, pieces):
-                yield out
+            batch = await self._release(pending, pieces)
             if self.outcome.blocked:
+                yield batch
                 return
-        for chunk in tail:
-            yield chunk
+            yield batch + tail
+        else:
+            yield tail
 
-    async def _release(self, pending: list[Chunk], pieces: list[str]) -> AsyncIterator[Chunk]:
+    async def _release(self, pending: list[Chunk], pieces: list[str]) -> list[Chunk]:
         decision = await self._check_window(pieces) if pieces else None
         action = decision.effective_action if decision else Action.ALLOW
         if action is Action.BLOCK:
             self.outcome.blocked = True
-            yield self._block_chunk()
-        elif action is Action.REDACT:
+            return [self._block_chunk()]
+        if action is Action.REDACT:
             self.outcome.released_pieces += 1
-            yield self._with_content(pending[0] if pending else self._shape, self._redaction)
-        else:
-            self.outcome.released_pieces += len(pieces)
-            for chunk in pending:
-                yield chunk
+            return [self._with_content(pending[0] if pending else self._shape, self._redaction)]
+        self.outcome.released_pieces += len(pieces)
+        return pending
 
     # ------------------------------------------------------------------ stream first
 
-    async def _stream_first(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    async def _stream_first(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[list[Chunk]]:
         checks: set[asyncio.Task[Decision]] = set()
         pieces: list[str] = []
         tail: list[Chunk] = []
@@ -143,7 +150,7 @@ class GuardedStream:
             while True:
                 chunk = await self._next_or_violation(iterator, checks)
                 if self.outcome.blocked:
-                    yield self._block_chunk()
+                    yield [self._block_chunk()]
                     return
                 if chunk is None:
                     break
@@ -155,7 +162,7 @@ class GuardedStream:
                     tail.append(chunk)
                     continue
                 self.outcome.released_pieces += 1 if text else 0
-                yield chunk
+                yield [chunk]
                 if len(pieces) >= self.settings.window_tokens:
                     checks.add(asyncio.ensure_future(self._check_window(pieces)))
                     pieces = []
@@ -165,10 +172,9 @@ class GuardedStream:
                 self._note(decision)
             checks.clear()
             if self.outcome.blocked:
-                yield self._block_chunk()
+                yield [self._block_chunk()]
                 return
-            for chunk in tail:
-                yield chunk
+            yield tail
         finally:
             for task in checks:
                 task.cancel()

@@ -21,6 +21,17 @@ from guard.gateway.errors import UpstreamRejected
 _LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
 
 
+class RawChunk(dict[str, Any]):
+    """A parsed stream chunk that remembers the JSON text it came as, so an unchanged chunk is
+    forwarded without encoding it again (a changed chunk is a new plain dict)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, data: dict[str, Any], raw: str) -> None:
+        super().__init__(data)
+        self.raw = raw
+
+
 class UpstreamClient:
     def __init__(self, base_url: str, *, api_key: str | None, timeout_s: float,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -92,12 +103,15 @@ class UpstreamPool:
 
 
 async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    done = False
     async for line in response.aiter_lines():
-        if not line.startswith("data:"):
+        # After [DONE] the body is still read to its end, so the connection goes back to the pool.
+        if done or not line.startswith("data:"):
             continue  # blank separators, comments (": ping"), event names
         payload = line[5:].strip()
         if payload == "[DONE]":
-            return
+            done = True
+            continue
         try:
             event = json.loads(payload)
         except ValueError:
@@ -105,7 +119,7 @@ async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]
         if isinstance(event, dict) and "error" in event:
             raise UpstreamError(f"the upstream failed mid-stream: {_message_of(event)}")
         if isinstance(event, dict):
-            yield event
+            yield RawChunk(event, payload)
 
 
 async def _raise_for_status(response: httpx.Response) -> None:

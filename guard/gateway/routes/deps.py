@@ -12,15 +12,16 @@ from guard.gateway.protocol import ErrorResponse
 from guard.gateway.serving import Gateway
 
 
-def gateway(request: Request) -> Gateway:
+def gateway(request: Request) -> Gateway:  # plain function: called by the routes
     return request.app.state.gateway
 
 
-def principal(request: Request) -> Principal:
+async def principal(request: Request) -> Principal:
+    # async: FastAPI would run a plain function on its thread pool
     return gateway(request).principal(request)
 
 
-def context(request: Request, caller: Principal = Depends(principal)) -> RequestContext:
+async def context(request: Request, caller: Principal = Depends(principal)) -> RequestContext:
     return gateway(request).context(request, caller)
 
 
