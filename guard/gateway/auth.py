@@ -1,9 +1,10 @@
 """Bearer API keys -> tenants. Keys are known only by their sha256 hash.
 
-Open mode (local use) lets requests from loopback clients through without a known key, as the
-config's ``open_tenant``; it is on by default only when the gateway is bound to a loopback address.
-A request that names a key it does not own is never upgraded: unknown keys from non-loopback
-clients, or with open mode off, get a 401.
+Open mode (local use) lets requests through without a known key, as the config's ``open_tenant``.
+By default it is on only when the gateway is bound to a loopback address, and then admits loopback
+clients only. Turned on explicitly (``--open`` / ``GUARD_OPEN_MODE=true``) it admits every client
+the bind address lets in: the operator's choice (e.g. a container whose port is published on the
+host's loopback), logged as a warning at start-up. Turned off, every request needs a known key.
 """
 
 from __future__ import annotations
@@ -39,17 +40,18 @@ def open_mode_default(bind_host: str, configured: bool | None) -> bool:
 
 
 class Authenticator:
-    def __init__(self, config: GatewayConfig, *, open_mode: bool) -> None:
+    def __init__(self, config: GatewayConfig, *, open_mode: bool, loopback_only: bool = True) -> None:
         self._by_hash = {k.sha256: k for k in config.keys}
         self._open_tenant = config.open_tenant
         self.open_mode = open_mode
+        self.loopback_only = loopback_only
 
     def authenticate(self, authorization: str | None, client_host: str | None) -> Principal:
         token = _bearer(authorization)
         key = self._lookup(token) if token else None
         if key is not None:
             return Principal(tenant=key.tenant, key_id=key.id, policy=key.policy, admin=key.admin)
-        if self.open_mode and is_loopback(client_host):
+        if self.open_mode and (is_loopback(client_host) or not self.loopback_only):
             return Principal(tenant=self._open_tenant)
         if token is None:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")

@@ -102,8 +102,8 @@ def hash_key(key: str) -> str:
 
 def load_config(path: Path | None, settings: GuardSettings) -> GatewayConfig:
     """Read the config file (or build the single-tenant default) and fill in settings' upstream."""
-    if path is None:
-        return default_config(settings)
+    if path is None or Path(path) == Path(""):  # GUARD_CONFIG_FILE= (empty) means no file
+        return _with_default_upstream(default_config(settings), settings)
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         config = GatewayConfig.model_validate(raw)

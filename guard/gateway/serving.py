@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from typing import Any
 
 from fastapi import Request
 
 from guard.errors import BadInput, GuardError
-from guard.gateway.auth import Authenticator, Principal, open_mode_default, require_admin
+from guard.gateway.auth import Authenticator, Principal, is_loopback, open_mode_default, require_admin
 from guard.gateway.chat import ChatService
 from guard.gateway.context import RequestContext, make_context, resolve_policy
 from guard.gateway.limits import check_messages, check_texts
@@ -25,6 +26,7 @@ from guard.messages import parse_messages
 from guard.types import LlamaGuardRequest, Message, PromptGuardRequest
 
 PROBE_TIMEOUT_S = 2.0
+log = logging.getLogger("guard.gateway")
 
 
 class Gateway:
@@ -32,7 +34,11 @@ class Gateway:
         settings = services.settings
         self.services = services
         self.settings = settings
-        self.auth = Authenticator(services.config, open_mode=open_mode_default(settings.host, settings.open_mode))
+        self.auth = Authenticator(services.config, open_mode=open_mode_default(settings.host, settings.open_mode),
+                                  loopback_only=settings.open_mode is None)
+        if settings.open_mode and not is_loopback(settings.host):
+            log.warning("open mode on a non-loopback bind (%s): requests without a known key are served as "
+                        "tenant %r", settings.host, services.config.open_tenant)
         self.guardrail = Guardrail(services.executor, services.audit, family=services.family)
         self.chat = ChatService(self.guardrail, services.upstreams, settings)
 

@@ -50,12 +50,18 @@ def test_missing_or_unknown_keys_are_refused_when_open_mode_is_off(config_file, 
         auth.authenticate(header, "127.0.0.1")
 
 
-def test_open_mode_admits_loopback_callers_only(config_file):
+def test_default_open_mode_admits_loopback_callers_only(config_file):
     auth = Authenticator(load_config(config_file, GuardSettings()), open_mode=True)
     assert auth.authenticate(None, "127.0.0.1").tenant == "default"
     assert auth.authenticate("Bearer anything", "::1").key_id is None
     with pytest.raises(Unauthorized):
         auth.authenticate(None, "192.0.2.7")
+
+
+def test_open_mode_turned_on_explicitly_admits_every_client_but_keys_still_win(config_file):
+    auth = Authenticator(load_config(config_file, GuardSettings()), open_mode=True, loopback_only=False)
+    assert auth.authenticate(None, "192.0.2.7").tenant == "default"
+    assert auth.authenticate("Bearer sk-acme", "192.0.2.7").tenant == "acme"
 
 
 def test_open_mode_is_on_by_default_only_for_loopback_binds():
