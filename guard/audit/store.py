@@ -10,7 +10,8 @@ processes may write to one store.
 
 After a failure the store is left alone for ``retry_interval_s`` (records go straight to the
 journal), then tried again; the first successful transaction replays the journal first, so chain
-order is acceptance order.
+order is acceptance order. Without traffic, the writer thread retries the replay every
+``replay_interval_s``; a store opened over a non-empty journal replays it the same way.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class SqlAuditStore:
         create: bool = True,
         max_group_records: int = 1000,
         retry_interval_s: float = 1.0,
+        replay_interval_s: float = 5.0,
     ) -> None:
         self.url = url
         self._engine = create_engine_for(url)
@@ -116,12 +118,19 @@ class SqlAuditStore:
         self._retry_interval = retry_interval_s
         self._down_until = 0.0
         self._ready = False
-        self._writer = GroupCommitWriter(self._commit_group, max_records=max_group_records)
+        self._writer = GroupCommitWriter(
+            self._commit_group,
+            max_records=max_group_records,
+            idle=self._idle_replay,
+            idle_interval_s=replay_interval_s,
+        )
         if create:
             try:
                 self._ensure_schema()
             except AuditUnavailable as exc:  # a store that is down at start-up is not fatal
                 log.warning("audit store not available yet: %s", exc.message)
+        if self._journal is not None and self._journal.pending():
+            self._writer.start()  # replays the journal on its first idle tick
 
     @property
     def journal(self) -> Journal | None:
@@ -156,6 +165,18 @@ class SqlAuditStore:
         with _wrap_errors("replay the journal"):
             self._ensure_schema()
             return self._journal.replay(self._commit_replayed)
+
+    def _idle_replay(self) -> None:
+        """Writer-thread chore: replay a pending journal once the store answers again."""
+        if self._journal is None or not self._journal.pending() or _time.monotonic() < self._down_until:
+            return
+        try:
+            self._ensure_schema_or_down()
+            self._replay_or_down()
+        except _Down as exc:
+            self._down_until = _time.monotonic() + self._retry_interval
+            self._ready = False
+            log.info("audit journal not replayed yet: %s", exc)
 
     def _commit_group(self, batches: list[Batch]) -> list[Batch | BaseException]:
         started = _time.perf_counter()

@@ -6,12 +6,16 @@ to ``max_records``) and hands it to ``commit`` in one call, so under load the nu
 transactions (and fsyncs) stays near one per commit latency however many requests arrive, and an
 idle store still commits a lone record at once (no linger timer).
 
+When idle, the thread runs an ``idle`` chore every ``idle_interval_s`` (the store uses it to
+replay its journal once the database is back, even without new traffic).
+
 Futures are marked running at submission, so cancelling a waiting caller (an HTTP client that went
 away) never withdraws its record.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import deque
@@ -21,6 +25,8 @@ from concurrent.futures import Future
 from guard.errors import AuditUnavailable
 from guard.types import AuditRecord
 
+log = logging.getLogger(__name__)
+
 Batch = list[AuditRecord]
 #: Commits a group of batches; returns, per batch, the stored records or the error for that batch.
 CommitFn = Callable[[list[Batch]], list[Batch | BaseException]]
@@ -28,9 +34,17 @@ CommitFn = Callable[[list[Batch]], list[Batch | BaseException]]
 
 class GroupCommitWriter:
     def __init__(
-        self, commit: CommitFn, *, max_records: int = 1000, name: str = "guard-audit-writer"
+        self,
+        commit: CommitFn,
+        *,
+        max_records: int = 1000,
+        name: str = "guard-audit-writer",
+        idle: Callable[[], None] | None = None,
+        idle_interval_s: float = 5.0,
     ) -> None:
         self._commit = commit
+        self._idle = idle
+        self._idle_interval = idle_interval_s
         self._max_records = max_records
         self._name = name
         self._cond = threading.Condition()
@@ -49,6 +63,12 @@ class GroupCommitWriter:
             self._start_locked()
             self._cond.notify()
         return future
+
+    def start(self) -> None:
+        """Start the thread now (it also starts on the first submit), e.g. for its idle ticks."""
+        with self._cond:
+            if not self._closed:
+                self._start_locked()
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is queued, then stop the thread."""
@@ -69,11 +89,12 @@ class GroupCommitWriter:
             self._thread.start()
 
     def _take_group(self) -> list[tuple[Batch, Future]] | None:
+        """The next group; [] after an idle interval without work; None once closed and drained."""
         with self._cond:
-            while not self._pending and not self._closed:
-                self._cond.wait()
+            if not self._pending and not self._closed:
+                self._cond.wait(self._idle_interval if self._idle else None)
             if not self._pending:
-                return None
+                return None if self._closed else []
             group = [self._pending.popleft()]
             size = len(group[0][0])
             while self._pending and size + len(self._pending[0][0]) <= self._max_records:
@@ -84,6 +105,9 @@ class GroupCommitWriter:
 
     def _run(self) -> None:
         while (group := self._take_group()) is not None:
+            if not group:
+                self._tick()
+                continue
             try:
                 outcomes = self._commit([batch for batch, _ in group])
             except BaseException as exc:  # never leave a caller waiting forever
@@ -98,3 +122,11 @@ class GroupCommitWriter:
                     future.set_exception(outcome)
                 else:
                     future.set_result(outcome)
+
+    def _tick(self) -> None:
+        if self._idle is None:
+            return
+        try:
+            self._idle()
+        except Exception:  # noqa: BLE001 - an idle chore must never kill the writer
+            log.exception("audit writer idle task failed")

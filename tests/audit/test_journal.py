@@ -134,3 +134,23 @@ def test_postgresql_closed_port_fails_closed_without_journal(postgres_unreachabl
     with pytest.raises(AuditUnavailable, match="unavailable"):
         store.append([record()])
     store.close()
+
+
+def test_the_journal_is_replayed_without_new_traffic(tmp_path):
+    """A store opened over a pending journal (a gateway restarted while the database was down)
+    moves it into the database once that is back, with no append to trigger it."""
+    import time
+
+    db_dir = tmp_path / "db"
+    journal = Journal(tmp_path / "audit.journal.jsonl")
+    url = f"sqlite:///{db_dir / 'audit.sqlite3'}"
+    first = SqlAuditStore(url, journal=journal)
+    first.append([record(request_id="while-down")])
+    first.close()
+    db_dir.mkdir()
+    store = SqlAuditStore(url, journal=Journal(journal.path), replay_interval_s=0.05, retry_interval_s=0)
+    deadline = time.monotonic() + 30
+    while store.journal.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _texts(store) == ["while-down"] and not store.journal.pending()
+    store.close()
