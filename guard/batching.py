@@ -3,8 +3,9 @@
 Callers on any thread ``submit`` items and get ``concurrent.futures.Future`` objects back. One
 background thread per batcher (or ``concurrency`` of them) takes the first waiting item, then keeps
 collecting until the batch holds ``max_batch_size`` items or ``max_wait_ms`` has passed since that
-first item, and calls ``fn(batch)`` once. ``fn`` must return one result per item, in order; if it
-raises, every item of that batch gets the exception.
+first item, and calls ``fn(batch)`` once. ``fn`` must return one result per item, in order; an item
+whose result is an exception instance fails alone, and if ``fn`` raises, every item of that batch
+gets the exception.
 
 When a batch of several items fails with an error that ``retry_alone(error)`` accepts (say, one bad
 request), each of its items is run again on its own, so one bad request does not fail its neighbours.
@@ -179,7 +180,10 @@ class MicroBatcher(Generic[T, R]):
             return
         self._record(len(batch), failed=False)
         for (_, future), result in zip(batch, results):
-            future.set_result(result)
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     def _record(self, size: int, failed: bool) -> None:
         with self._cond:

@@ -131,3 +131,14 @@ def test_a_batch_failed_by_one_bad_item_reruns_the_others_alone() -> None:
             bad.result(10)
     finally:
         batcher.close()
+
+
+def test_an_exception_returned_for_one_item_fails_only_that_item() -> None:
+    batcher = MicroBatcher(lambda items: [ValueError(i) if i < 0 else i for i in items], max_wait_ms=0)
+    try:
+        ok, bad = batcher.submit_many([1, -1])
+        assert ok.result(10) == 1
+        with pytest.raises(ValueError):
+            bad.result(10)
+    finally:
+        batcher.close()

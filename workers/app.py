@@ -52,6 +52,9 @@ def transport_options(settings: GuardSettings) -> dict[str, Any]:
         "visibility_timeout": settings.broker_visibility_timeout_s,
         "unacked_restore_interval": settings.broker_restore_interval_s,
         "unacked_restore_throttle": 1,
+        # The sweep holds a Redis mutex for milliseconds; if a worker dies holding it, the next
+        # sweep may run after this many seconds (kombu's default, 300 s, would stall redelivery).
+        "unacked_mutex_expire": 10,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "socket_timeout": SOCKET_TIMEOUT_S,
         "retry_on_timeout": False,

@@ -9,11 +9,12 @@ are per request, so one bad request fails only its own call.
 
 Per task:
 
-1. subscribe to the task's result channel and wait for Redis to confirm (``ResultListener``);
+1. subscribe to the task's result channel (``ResultListener``);
 2. publish the task on a small thread pool (kombu's publish is blocking; it must not run on the
    event loop), with ``expires`` = the longest timeout in it, so a worker drops it if it comes too
    late;
-3. await the result; each caller waits only up to its own timeout (``GuardTimeout``).
+3. await the result; each caller waits only up to its own timeout (``GuardTimeout``), after one
+   last read of the stored result.
 
 The client's Celery app has no result backend of its own (Celery would otherwise open a second
 subscription per task that nobody reads): results are read only through the listener.
@@ -52,6 +53,7 @@ from workers.app import celery_config, result_backend_url
 
 PUBLISH_THREADS = 4
 STATUS_TIMEOUT_S = 1.0
+FETCH_GRACE_S = 0.05
 
 
 class CeleryExecutor:
@@ -107,7 +109,9 @@ class CeleryExecutor:
             return []
         future = self._sender(kind).submit(list(requests), timeout)
         try:
-            outcomes = await asyncio.wait_for(asyncio.shield(future), timeout)
+            # The task gives up at the same deadline, after one read of the stored result: wait
+            # for that read a moment longer.
+            outcomes = await asyncio.wait_for(asyncio.shield(future), timeout + FETCH_GRACE_S)
         except TimeoutError:
             raise GuardTimeout(f"{kind} did not answer within {timeout:g}s") from None
         results = []
@@ -146,10 +150,13 @@ class CeleryExecutor:
         waiter = await listener.expect(task_id)
         try:
             await self._in_thread(self._publish, task, args, queue, task_id, timeout)
-            remaining = deadline - time.monotonic()
-            return await asyncio.wait_for(waiter, max(remaining, 0.0))
-        except TimeoutError:
-            raise GuardTimeout(f"{task} did not answer within {timeout:g}s") from None
+            try:
+                return await asyncio.wait_for(waiter, max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                meta = await listener.fetch(task_id)  # answered, but the message was missed
+                if meta is None:
+                    raise GuardTimeout(f"{task} did not answer within {timeout:g}s") from None
+                return meta
         finally:
             listener.forget(task_id)
 

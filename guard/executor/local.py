@@ -111,9 +111,15 @@ class BatchedModels:
         return batcher
 
     def _batch_fn(self, kind: Kind) -> Any:
-        if kind == "llama_guard":
-            return lambda requests: self.runners.llama_guard.classify(requests)
-        return lambda requests: self.runners.prompt_guard.scan(requests)
+        """The runner call for one batch; per-request errors when the runner offers them."""
+        method = {"llama_guard": ("classify_each", "classify"), "prompt_guard": ("scan_each", "scan")}[kind]
+
+        def run(requests: list[Any]) -> Any:
+            runner = self.runners.get(kind)
+            call = getattr(runner, method[0], None) or getattr(runner, method[1])
+            return call(requests)
+
+        return run
 
 
 def _request_specific(error: BaseException) -> bool:

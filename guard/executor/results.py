@@ -2,9 +2,9 @@
 
 Celery's Redis backend stores a task's result under ``celery-task-meta-<id>`` and publishes the same
 value on a channel of that name. ``ResultListener`` keeps one pub/sub connection per event loop: a
-caller subscribes to its task's channel *before* publishing the task (``expect`` returns once Redis
-confirmed the subscription, so the result cannot be missed), and one reader coroutine hands each
-result to its waiter and unsubscribes.
+caller subscribes to its task's channel *before* publishing the task, and one reader coroutine
+hands each result to its waiter and unsubscribes. A caller that saw nothing by its deadline reads
+the stored result once (``fetch``) before giving up, so a missed message costs time, not a result.
 
 If the connection drops, every pending waiter fails at once with ``ModelUnavailable`` (a client
 must not hang on a dead Redis) and the next ``expect`` connects again, so the client recovers by
@@ -35,7 +35,6 @@ class ResultListener:
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._confirms: dict[str, asyncio.Future[None]] = {}
         self._connecting = asyncio.Lock()
 
     @property
@@ -43,22 +42,33 @@ class ResultListener:
         return len(self._waiters)
 
     async def expect(self, task_id: str) -> asyncio.Future[dict[str, Any]]:
-        """Subscribe to ``task_id``'s result; the future resolves with Celery's result meta."""
+        """Subscribe to ``task_id``'s result; the future resolves with Celery's result meta.
+
+        Returns once the SUBSCRIBE is written, not confirmed: Redis reads it before the task the
+        caller publishes next has even reached a worker. Should a result still be missed (or the
+        connection blip), ``fetch`` reads the stored copy.
+        """
         channel = TASK_KEY_PREFIX + task_id
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
-        confirm: asyncio.Future[None] = loop.create_future()
-        self._waiters[channel], self._confirms[channel] = waiter, confirm
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters[channel] = waiter
         try:
             pubsub = await self._connect()
             await pubsub.subscribe(channel)
-            await asyncio.wait_for(asyncio.shield(confirm), self._connect_timeout)
         except (RedisError, OSError, TimeoutError) as error:
             self._waiters.pop(channel, None)
             raise ModelUnavailable(f"result backend unreachable: {error or type(error).__name__}") from None
-        finally:
-            self._confirms.pop(channel, None)
         return waiter
+
+    async def fetch(self, task_id: str) -> dict[str, Any] | None:
+        """The stored result of ``task_id`` (None if there is none, or Redis cannot be read)."""
+        client = self._client
+        if client is None:
+            return None
+        try:
+            raw = await client.get(TASK_KEY_PREFIX + task_id)
+        except (RedisError, OSError):
+            return None
+        return json.loads(raw) if raw else None
 
     def forget(self, task_id: str) -> None:
         """Stop waiting for ``task_id`` (after a timeout); its channel is dropped lazily."""
@@ -96,7 +106,7 @@ class ResultListener:
         """Forget the connection and fail everything still waiting on it."""
         client, pubsub = self._client, self._pubsub
         self._client = self._pubsub = None
-        waiters = list(self._waiters.values()) + list(self._confirms.values())
+        waiters = list(self._waiters.values())
         self._waiters.clear()
         for future in waiters:
             if not future.done():
@@ -129,20 +139,16 @@ class ResultListener:
                 await self._drop(ModelUnavailable(f"lost the result backend connection: {error}"))
 
     def _dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "message":
+            return  # (un)subscribe confirmations
         channel = _text(message.get("channel"))
-        kind = message.get("type")
-        if kind == "subscribe":
-            confirm = self._confirms.get(channel)
-            if confirm is not None and not confirm.done():
-                confirm.set_result(None)
-        elif kind == "message":
-            waiter = self._waiters.pop(channel, None)
-            self._unsubscribe_soon(channel)
-            if waiter is not None and not waiter.done():
-                try:
-                    waiter.set_result(json.loads(message["data"]))
-                except ValueError as error:
-                    waiter.set_exception(ModelUnavailable(f"unreadable result on {channel}: {error}"))
+        waiter = self._waiters.pop(channel, None)
+        self._unsubscribe_soon(channel)
+        if waiter is not None and not waiter.done():
+            try:
+                waiter.set_result(json.loads(message["data"]))
+            except ValueError as error:
+                waiter.set_exception(ModelUnavailable(f"unreadable result on {channel}: {error}"))
 
     def _unsubscribe_soon(self, channel: str) -> None:
         pubsub = self._pubsub
