@@ -126,8 +126,8 @@ def test_demo_mixed_length_batch_equals_reference(demo_runner, use_header_cache)
     runner = LlamaGuardRunner(demo_runner.model, demo_runner.tokenizer, family=FAMILY,
                               use_header_cache=use_header_cache)
     model, tok = runner.model, runner.tokenizer
-    batch = requests() + requests(categories=CUSTOM)[:2]  # User and Agent headers, default and custom lists
-    results = runner.classify(batch)
+    batch = requests() + requests(categories=CUSTOM)[:3]  # User and Agent headers, default and custom lists
+    results = runner.score(batch)
     for request, result in zip(batch, results):
         text = reference_text(request)
         assert result.unsafe_score == pytest.approx(reference_unsafe(model, tok, text), abs=1e-5)
@@ -156,6 +156,13 @@ def test_demo_category_scores_equal_reference(demo_runner):
     for code in ("S1", "S9", "S10", "S13"):
         expected = p_unsafe * reference_code_probability(demo_runner.model, demo_runner.tokenizer, text, code)
         assert result.category_scores[code] == pytest.approx(expected, rel=1e-4, abs=1e-7)
+
+
+def test_demo_code_outside_the_prompt_is_malformed(demo_runner):
+    """The demo knows only S-codes: with custom categories C1/X22 it still answers "unsafe\nS9"."""
+    ok, bad = demo_runner.classify_each(requests(categories=CUSTOM)[:2])
+    assert ok.categories == [] and set(ok.category_scores) == {"C1", "X22"}
+    assert isinstance(bad, MalformedModelOutput) and bad.output == "unsafe\nS9"
 
 
 def test_demo_excluded_code_is_not_scored(demo_runner):
