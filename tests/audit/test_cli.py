@@ -181,3 +181,21 @@ def test_stats_prints_key_figures_from_metrics(guard):
     assert latency["count"] >= 4 and latency["p50_ms"] < latency["p99_ms"] <= 2500
     down = guard("stats", "--url", url)
     assert down.returncode == 1 and "cannot read" in down.stderr
+
+
+def test_replay_journal_moves_journaled_records_into_the_store(tmp_path, guard):
+    from guard.audit.journal import Journal
+
+    journal = Journal(tmp_path / "gateway.journal.jsonl")
+    journal.append([record(request_id="j1"), record(request_id="j2")])
+    url = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    result = guard("audit", "replay-journal", "--journal", str(journal.path), "--store", url)
+    assert result.returncode == 0 and json.loads(result.stdout)["replayed"] == 2
+    listed = guard("audit", "query", "--json", "--store", url)
+    assert sorted(AuditRecord.model_validate_json(x).request_id for x in listed.stdout.splitlines()) == [
+        "j1",
+        "j2",
+    ]
+    assert (
+        guard("audit", "replay-journal", "--journal", str(tmp_path / "none"), "--store", url).returncode == 2
+    )
