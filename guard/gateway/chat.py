@@ -79,10 +79,12 @@ class ChatService:
 
     async def _input(self, call: _Call, start: Awaitable[Any] | None) -> tuple[Checked, Any]:
         """Input checks, with the upstream call already running beside them when the policy asks
-        (``upstream_parallel``); the early call is cancelled when the input is blocked or redacted."""
+        (``upstream_parallel``); the early call is cancelled when the input is blocked or redacted.
+        The input record is written while the upstream call starts: the caller awaits
+        ``checked.audited()`` before it answers anything."""
         early = asyncio.ensure_future(start) if start is not None else None
         try:
-            checked = await self.guardrail.check(call.ctx, call.policy, call.messages, "input")
+            checked = await self.guardrail.check(call.ctx, call.policy, call.messages, "input", defer_audit=True)
         except BaseException:
             await _discard(early)
             raise
@@ -90,6 +92,8 @@ class ChatService:
         if checked.action in (Action.BLOCK, Action.REDACT):
             await _discard(early)
             early = None
+        if checked.action is Action.BLOCK:
+            await checked.audited()
         if checked.action is Action.REDACT:
             call.body = {**call.body, "messages": _redact_messages(call.body["messages"], checked.decision)}
         return checked, early
@@ -101,7 +105,8 @@ class ChatService:
         checked, early = await self._input(call, start)
         if checked.action is Action.BLOCK:
             return self._blocked_json(call, checked.decision)
-        answer = await _timed(early if early is not None else call.client.chat(call.body))
+        answer, _ = await _together(_timed(early if early is not None else call.client.chat(call.body)),
+                                    checked.audited())
         text = _answer_text(answer)
         output = await self.guardrail.check(
             call.ctx, call.policy, [*call.messages, Message(role="assistant", content=text)], "output",
@@ -137,7 +142,8 @@ class ChatService:
                                      decision=checked.decision)
             text = checked.decision.user_message or call.policy.refusal
             return ChatReply(headers=headers, stream=_sse(_refusal_chunks(call.body, text)))
-        chunks = await (early if early is not None else _open_stream(call.client, call.body))
+        chunks, _ = await _together(early if early is not None else _open_stream(call.client, call.body),
+                                    checked.audited())
         if not call.policy.guards.llama_guard.applies("output"):
             return ChatReply(headers=headers, stream=_sse(chunks))
         guarded = GuardedStream(stream_settings(call.policy), self._window_check(call),
@@ -202,6 +208,19 @@ async def _timed(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
         return answer
     finally:
         metrics.UPSTREAM_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+
+
+async def _together(work: Awaitable[Any], audited: Awaitable[None]) -> tuple[Any, None]:
+    """Await the upstream call and the input record together; if either fails, the other is
+    cancelled (an opened stream is closed) and the failure is raised."""
+    tasks = [asyncio.ensure_future(work), asyncio.ensure_future(audited)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        await _discard(tasks[0])
+        tasks[1].cancel()
+        raise
+    return tasks[0].result(), None
 
 
 async def _discard(task: asyncio.Future[Any] | None) -> None:
@@ -280,8 +299,7 @@ def _refusal_chunks(body: dict[str, Any], text: str) -> AsyncIterator[Chunk]:
 
 def _encode(chunk: Chunk) -> bytes:
     raw = getattr(chunk, "raw", None)
-    return b"data: " + (raw.encode() if raw is not None else json.dumps(chunk, separators=(",", ":")).encode()) \
-        + b"\n\n"
+    return b"data: " + (raw if raw is not None else json.dumps(chunk, separators=(",", ":")).encode()) + b"\n\n"
 
 
 async def _sse(chunks: AsyncIterator[Chunk] | AsyncIterator[list[Chunk]],

@@ -1,12 +1,15 @@
 """One guarded direction: plan -> checks (executor) -> decision -> audit -> metrics.
 
 The audit record is durable before ``check`` returns, so whatever the caller releases afterwards
-was recorded first. Guard failures never raise here (they are part of the decision, through the
+was recorded first; with ``defer_audit`` the write runs on while the caller does work that
+releases nothing (opening the upstream call), and the caller awaits ``Checked.audited`` before
+it answers. Guard failures never raise here (they are part of the decision, through the
 policy's ``on_error``); an audit store that cannot take the record does (``AuditUnavailable``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +33,12 @@ class Checked:
     decision: Decision
     results: GuardResults
     check_ms: float
+    # The pending audit write (``defer_audit``); None once the record is durable.
+    audit_write: asyncio.Future[Any] | None = None
+
+    async def audited(self) -> None:
+        if self.audit_write is not None:
+            await self.audit_write
 
     @property
     def action(self) -> Action:
@@ -45,7 +54,7 @@ class Guardrail:
     async def check(self, ctx: RequestContext, policy: Policy, messages: Sequence[Message],
                     direction: Direction, *, content: Sequence[Message] | str | None = None,
                     audit_direction: AuditDirection | None = None, window_index: int | None = None,
-                    observe: bool = True) -> Checked:
+                    observe: bool = True, defer_audit: bool = False) -> Checked:
         started = time.perf_counter()
         plan = plan_checks(policy, messages, direction, family=self.family)
         results = await run_checks(self.executor, plan, plan.timeouts)
@@ -56,10 +65,13 @@ class Guardrail:
             decision=decision, content=messages if content is None else content,
             retention=policy.audit.retention, tenant=ctx.tenant_name, api_key_id=ctx.principal.key_id,
             route=ctx.route, window_index=window_index, latency_ms={"check": check_ms})
-        await self.audit.append_async([record])
+        write = asyncio.ensure_future(self.audit.append_async([record]))
+        if not defer_audit:
+            await write
         if observe:
             observe_decision(ctx, direction, decision)
-        return Checked(decision=decision, results=results, check_ms=check_ms)
+        return Checked(decision=decision, results=results, check_ms=check_ms,
+                       audit_write=write if defer_audit else None)
 
 
 def observe_decision(ctx: RequestContext, direction: str, decision: Decision) -> None:

@@ -27,7 +27,7 @@ class RawChunk(dict[str, Any]):
 
     __slots__ = ("raw",)
 
-    def __init__(self, data: dict[str, Any], raw: str) -> None:
+    def __init__(self, data: dict[str, Any], raw: bytes) -> None:
         super().__init__(data)
         self.raw = raw
 
@@ -103,23 +103,36 @@ class UpstreamPool:
 
 
 async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Parse ``data:`` events straight from the body bytes (cheaper than httpx's line iterator:
+    this runs once per token)."""
+    buffer = b""
     done = False
-    async for line in response.aiter_lines():
+    async for block in response.aiter_bytes():
         # After [DONE] the body is still read to its end, so the connection goes back to the pool.
-        if done or not line.startswith("data:"):
-            continue  # blank separators, comments (": ping"), event names
-        payload = line[5:].strip()
-        if payload == "[DONE]":
-            done = True
+        if done:
             continue
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            raise UpstreamError("the upstream sent a stream event that is not JSON") from None
-        if isinstance(event, dict) and "error" in event:
-            raise UpstreamError(f"the upstream failed mid-stream: {_message_of(event)}")
-        if isinstance(event, dict):
-            yield RawChunk(event, payload)
+        buffer += block
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue  # blank separators, comments (": ping"), event names
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                done = True
+                break
+            yield _event(payload)
+
+
+def _event(payload: bytes) -> RawChunk:
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        raise UpstreamError("the upstream sent a stream event that is not JSON") from None
+    if not isinstance(event, dict):
+        raise UpstreamError("the upstream sent a stream event that is not a JSON object")
+    if "error" in event:
+        raise UpstreamError(f"the upstream failed mid-stream: {_message_of(event)}")
+    return RawChunk(event, payload)
 
 
 async def _raise_for_status(response: httpx.Response) -> None:
