@@ -95,7 +95,24 @@ def run_gateway(port: int, upstream: str, audit: str, workdir: Path) -> None:
     services = GatewayServices(settings=settings, config=load_config(None, settings),
                                policies=PolicyStore(policies), executor=ZeroCostExecutor(), audit=store,  # type: ignore[arg-type]
                                upstreams=UpstreamPool(timeout_s=30), watch_policies=False)
-    serve_forever(create_app(settings, services), "127.0.0.1", port, log_level="warning")
+    profile_to = os.environ.get("GUARD_BENCH_PROFILE")  # where to write cProfile stats of the gateway
+    if not profile_to:
+        serve_forever(create_app(settings, services), "127.0.0.1", port, log_level="warning")
+        return
+    import cProfile
+    import signal
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt  # uvicorn re-raises SIGTERM after its shutdown: end here, then dump
+
+    signal.signal(signal.SIGTERM, stop)
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(serve_forever, create_app(settings, services), "127.0.0.1", port, log_level="warning")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        profiler.dump_stats(profile_to)
 
 
 # --------------------------------------------------------------------------- load
@@ -133,17 +150,29 @@ async def phase(client: httpx.AsyncClient, base: str, args: argparse.Namespace) 
     return out
 
 
-async def measure(direct: str, gateway: str, args: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
+async def measure(direct: str, gateway: str, args: argparse.Namespace,
+                  gateway_pid: int) -> tuple[dict[str, list[tuple[float, float]]], float]:
+    """Latencies per path, and the gateway's CPU seconds during its measured phases."""
     limits = httpx.Limits(max_connections=args.streams * 2, max_keepalive_connections=args.streams * 2)
     results: dict[str, list[tuple[float, float]]] = {"direct": [], "gateway": []}
     async with httpx.AsyncClient(limits=limits, timeout=60, headers={"authorization": "Bearer bench"}) as client:
         warm = argparse.Namespace(**{**vars(args), "per_client": 1})
         for base in (direct, gateway):  # warm-up: connections, caches
             await phase(client, base, warm)
+        cpu = 0.0
         for _ in range(args.rounds):  # alternate, so drift hits both paths alike
             for name, base in (("direct", direct), ("gateway", gateway)):
+                before = cpu_seconds(gateway_pid)
                 results[name] += await phase(client, base, args)
-    return results
+                if name == "gateway":
+                    cpu += cpu_seconds(gateway_pid) - before
+    return results, cpu
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -171,6 +200,8 @@ def print_table(table: dict[str, Any]) -> None:
         row = table[key]
         ratio = row["gateway"] / row["direct"] if row["direct"] else float("nan")
         print(f"{key:<16}{row['direct']:>12.2f}{row['gateway']:>12.2f}{row['added']:>10.2f}{ratio:>8.2f}")
+    print(f"gateway CPU per stream: {table['gateway_cpu_ms_per_stream']:.2f} ms "
+          f"({table['gateway_cpu_ms_per_stream'] / (table['pieces'] + 2):.3f} ms per chunk)")
     print("target: added p50 <= 2 ms, added p99 <= 10 ms (full stream time)")
 
 
@@ -223,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             _wait_up(direct)
             _wait_up(gateway)
-            results = asyncio.run(measure(f"{direct}/v1", f"{gateway}/v1", args))
+            results, gateway_cpu = asyncio.run(measure(f"{direct}/v1", f"{gateway}/v1", args, procs[1].pid))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -233,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
     table = report(results, args)
+    table["gateway_cpu_ms_per_stream"] = round(gateway_cpu * 1000 / len(results["gateway"]), 2)
     print(json.dumps(table, indent=2)) if args.json else print_table(table)
 
 
