@@ -28,6 +28,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from guard.executor.wire import KINDS, PING_TASK, QUEUES, TASKS
+from workers.backend import backend_url as guard_backend_url
 from guard.settings import GuardSettings, get_settings
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
@@ -66,7 +67,7 @@ def celery_config(settings: GuardSettings, *, with_backend: bool = True) -> dict
     hard_limit = settings.check_timeout_s * 2
     return {
         "broker_url": broker_url(settings),
-        "result_backend": result_backend_url(settings) if with_backend else None,
+        "result_backend": guard_backend_url(result_backend_url(settings)) if with_backend else None,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

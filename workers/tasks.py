@@ -101,10 +101,26 @@ def guard_status(state: Any) -> list[dict[str, Any]]:
     return statuses(state.consumer.hostname, _served or list(KINDS))
 
 
+@signals.after_setup_logger.connect
+def _quiet_logs(**_: Any) -> None:
+    """No line per task: Celery would log every result (user content) and pay for it in CPU."""
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    log.setLevel(logging.INFO)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 @signals.worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     """Note which model kinds this worker serves and start loading them in the background."""
     global _concurrency
+    _quiet_transformers()
     queues = sender.app.amqp.queues
     names = set(queues.consume_from or queues)
     _served[:] = [kind for kind in KINDS if kind in names]
@@ -113,7 +129,8 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     if "prefork" in type(pool).__module__:
         return  # children load on their first task; the parent must not hold a model
     for kind in _served:
-        log.info("loading the %s model in the background", kind)
+        log.info("loading the %s model (%s) in the background", kind,
+                 runtime().runners.spec(kind).model or "demo")
         runtime().warm_up(kind)
 
 

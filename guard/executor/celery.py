@@ -10,14 +10,15 @@ are per request, so one bad request fails only its own call.
 Per task:
 
 1. subscribe to the task's result channel (``ResultListener``);
-2. publish the task on a small thread pool (kombu's publish is blocking; it must not run on the
-   event loop), with ``expires`` = the longest timeout in it, so a worker drops it if it comes too
-   late;
+2. publish the task: one asyncio LPUSH of Celery's own message (``RedisTaskPublisher``) on a Redis
+   broker, else kombu's ``send_task`` on a thread (it blocks; never on the event loop); ``expires``
+   = the longest timeout in it, so a worker drops it if it comes too late;
 3. await the result; each caller waits only up to its own timeout (``GuardTimeout``), after one
    last read of the stored result.
 
 The client's Celery app has no result backend of its own (Celery would otherwise open a second
-subscription per task that nobody reads): results are read only through the listener.
+subscription per task that nobody reads): results are read only through the listener. Redis
+connections belong to an event loop, so they are kept per loop.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from celery import Celery
@@ -35,9 +37,11 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from guard.errors import GuardTimeout, ModelUnavailable
+from guard.executor.publish import RedisTaskPublisher
 from guard.executor.results import ResultListener
 from guard.executor.wire import (
     CALLS,
+    KINDS,
     PING_TASK,
     QUEUES,
     REPLIES,
@@ -49,21 +53,25 @@ from guard.executor.wire import (
 )
 from guard.settings import GuardSettings, get_settings
 from guard.types import LlamaGuardRequest, LlamaGuardResult, PromptGuardRequest, PromptGuardResult
-from workers.app import celery_config, result_backend_url
+from workers.app import broker_url, celery_config, result_backend_url
 
-PUBLISH_THREADS = 4
 STATUS_TIMEOUT_S = 1.0
+#: Callers wait this much past their timeout for the task's last read of the stored result.
 FETCH_GRACE_S = 0.05
+THREADS = 4
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class CeleryExecutor:
-    def __init__(self, settings: GuardSettings | None = None, *, publish_threads: int = PUBLISH_THREADS) -> None:
+    def __init__(self, settings: GuardSettings | None = None, *, direct_publish: bool | None = None) -> None:
         self.settings = settings or get_settings()
         self.app = Celery("guard-client", set_as_current=False)
         self.app.conf.update(celery_config(self.settings, with_backend=False))
-        self._publisher = ThreadPoolExecutor(publish_threads, thread_name_prefix="guard-publish")
-        self._listeners: dict[asyncio.AbstractEventLoop, ResultListener] = {}
-        self._senders: dict[tuple[asyncio.AbstractEventLoop, Kind], _Coalescer] = {}
+        #: Publish with one asyncio LPUSH (Redis brokers) rather than kombu on a thread.
+        self.direct_publish = broker_url(self.settings).startswith(REDIS_SCHEMES) \
+            if direct_publish is None else direct_publish
+        self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix="guard-celery")
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         self._closed = False
 
     async def llama_guard(self, requests: Sequence[LlamaGuardRequest], timeout: float) -> list[LlamaGuardResult]:
@@ -79,27 +87,28 @@ class CeleryExecutor:
 
     async def status(self, timeout: float = STATUS_TIMEOUT_S) -> list[WorkerStatus]:
         """Every live worker's answer to the ``guard_status`` broadcast (waits ``timeout``)."""
-        replies = await self._in_thread(self._broadcast_status, timeout)
+        loop = asyncio.get_running_loop()
+        replies = await loop.run_in_executor(self._threads, self._broadcast_status, timeout)
         found = [WorkerStatus.model_validate(item)
                  for reply in replies for answer in reply.values() for item in answer]
         return sorted(found, key=lambda s: (s.queue, s.worker))
 
     def close(self) -> None:
+        """Release everything; the connections of a running loop are closed on that loop."""
         if self._closed:
             return
         self._closed = True
-        listeners, self._listeners = list(self._listeners.items()), {}
-        for loop, listener in listeners:
-            if not loop.is_closed() and loop.is_running():
-                asyncio.run_coroutine_threadsafe(listener.aclose(), loop) if _other_loop(loop) \
-                    else loop.create_task(listener.aclose())
-        self._publisher.shutdown(wait=False, cancel_futures=True)
+        states, self._loops = list(self._loops.items()), {}
+        for loop, state in states:
+            if loop.is_running() and not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(state.aclose(), loop)
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self.app.close()
 
     async def aclose(self) -> None:
-        listener = self._listeners.pop(asyncio.get_running_loop(), None)
-        if listener is not None:
-            await listener.aclose()
+        state = self._loops.pop(asyncio.get_running_loop(), None)
+        if state is not None:
+            await state.aclose()
         self.close()
 
     # ------------------------------------------------------------------ internals
@@ -107,10 +116,8 @@ class CeleryExecutor:
     async def _call(self, kind: Kind, requests: Sequence[Any], timeout: float) -> list[Any]:
         if not requests:
             return []
-        future = self._sender(kind).submit(list(requests), timeout)
+        future = self._state().senders[kind].submit(list(requests), timeout)
         try:
-            # The task gives up at the same deadline, after one read of the stored result: wait
-            # for that read a moment longer.
             outcomes = await asyncio.wait_for(asyncio.shield(future), timeout + FETCH_GRACE_S)
         except TimeoutError:
             raise GuardTimeout(f"{kind} did not answer within {timeout:g}s") from None
@@ -132,37 +139,31 @@ class CeleryExecutor:
             raise ModelUnavailable(f"{kind}: worker answered {len(reply.outcomes)} outcomes for {len(requests)}")
         return list(reply.outcomes)
 
-    def _sender(self, kind: Kind) -> _Coalescer:
-        loop = asyncio.get_running_loop()
-        key = (loop, kind)
-        sender = self._senders.get(key)
-        if sender is None:
-            for old in [old for old in self._senders if old[0].is_closed()]:
-                del self._senders[old]
-            sender = self._senders[key] = _Coalescer(
-                lambda requests, timeout: self._send(kind, requests, timeout), self.settings.max_batch_size)
-        return sender
-
     async def _roundtrip(self, task: str, args: list[Any], queue: str, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
-        listener = self._listener()
+        state = self._state()
         task_id = str(uuid.uuid4())
-        waiter = await listener.expect(task_id)
+        waiter = await state.listener.expect(task_id)
         try:
-            await self._in_thread(self._publish, task, args, queue, task_id, timeout)
+            if state.publisher is not None:
+                await state.publisher.publish(task, args, queue, task_id, timeout)
+            else:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._threads, self._publish, task, args, queue, task_id, timeout)
             try:
                 return await asyncio.wait_for(waiter, max(deadline - time.monotonic(), 0.0))
             except TimeoutError:
-                meta = await listener.fetch(task_id)  # answered, but the message was missed
+                meta = await state.listener.fetch(task_id)  # answered, but the message was missed
                 if meta is None:
                     raise GuardTimeout(f"{task} did not answer within {timeout:g}s") from None
                 return meta
         finally:
-            listener.forget(task_id)
+            state.listener.forget(task_id)
 
     def _publish(self, task: str, args: list[Any], queue: str, task_id: str, timeout: float) -> None:
         try:
-            self.app.send_task(task, args=args, queue=queue, task_id=task_id, expires=timeout)
+            self.app.send_task(task, args=args, queue=queue, task_id=task_id, expires=timeout,
+                               argsrepr=f"<{task} call>", kwargsrepr="{}")
         except (OperationalError, RedisError, OSError) as error:
             raise ModelUnavailable(f"broker unreachable: {error}") from None
 
@@ -172,17 +173,32 @@ class CeleryExecutor:
         except (OperationalError, RedisError, OSError) as error:
             raise ModelUnavailable(f"broker unreachable: {error}") from None
 
-    async def _in_thread(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._publisher, fn, *args)
-
-    def _listener(self) -> ResultListener:
+    def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
-        listener = self._listeners.get(loop)
-        if listener is None:
-            for old in [old for old in self._listeners if old.is_closed()]:
-                del self._listeners[old]
-            listener = self._listeners[loop] = ResultListener(result_backend_url(self.settings))
-        return listener
+        state = self._loops.get(loop)
+        if state is None:
+            if self._closed:
+                raise ModelUnavailable("the Celery executor is closed")
+            for old in [old for old in self._loops if old.is_closed()]:
+                del self._loops[old]
+            state = self._loops[loop] = _LoopState(self)
+        return state
+
+
+class _LoopState:
+    """What the executor holds per event loop: result listener, publisher, one coalescer per kind."""
+
+    def __init__(self, executor: CeleryExecutor) -> None:
+        self.listener = ResultListener(result_backend_url(executor.settings))
+        self.publisher = RedisTaskPublisher(executor.app, broker_url(executor.settings)) \
+            if executor.direct_publish else None
+        self.senders = {kind: _Coalescer(partial(executor._send, kind), executor.settings.max_batch_size)
+                        for kind in KINDS}
+
+    async def aclose(self) -> None:
+        await self.listener.aclose()
+        if self.publisher is not None:
+            await self.publisher.aclose()
 
 
 @dataclass
@@ -260,10 +276,3 @@ def _success(meta: dict[str, Any], what: str) -> Any:
     detail = f"{result.get('exc_type', status)}: {result.get('exc_message', '')}" if isinstance(result, dict) \
         else str(result)
     raise ModelUnavailable(f"{what} failed on the worker: {detail}")
-
-
-def _other_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is not loop
-    except RuntimeError:
-        return True

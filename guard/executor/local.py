@@ -9,6 +9,7 @@ own thread, and never on an event loop.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -21,6 +22,8 @@ from guard.batching import MicroBatcher
 from guard.errors import BadInput, GuardTimeout, MalformedModelOutput
 from guard.executor.wire import BatchCounters, Kind, WorkerStatus
 from guard.models.registry import Runners
+
+log = logging.getLogger("guard.executor")
 
 
 class BatchedModels:
@@ -66,10 +69,15 @@ class BatchedModels:
         """Load ``kind``'s model in the background (failures are kept for ``status``)."""
 
         def load() -> None:
+            started = time.monotonic()
             try:
-                self.runners.get(kind)
-            except Exception:  # noqa: BLE001 - reported through status(); the next call retries
-                pass
+                runner = self.runners.get(kind)
+            except Exception as error:  # noqa: BLE001 - reported through status(); the next call retries
+                log.error("the %s model did not load: %s", kind, error)
+                return
+            info = runner.info
+            log.info("%s model ready: %s (%s, %s) in %.1f s", kind, info.model, info.device, info.dtype,
+                     time.monotonic() - started)
 
         thread = threading.Thread(target=load, name=f"warm-up-{kind}", daemon=True)
         thread.start()
