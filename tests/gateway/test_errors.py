@@ -1,0 +1,92 @@
+"""Every failure is an OpenAI-shaped error with the right status, as the official client sees it."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.fixtures.servers import KEYS
+from tests.gateway.conftest import make_client, policy, user
+
+
+def assert_openai_shape(error: openai.APIStatusError) -> None:
+    body = error.response.json()
+    assert set(body["error"]) >= {"message", "type", "param", "code"}
+    assert "Traceback" not in error.response.text
+
+
+def test_a_missing_or_unknown_key_is_a_401(gateway):
+    with pytest.raises(openai.AuthenticationError) as caught:
+        make_client(gateway.base_url, "sk-not-a-key").chat.completions.create(model="m", messages=user("hi"))
+    assert caught.value.code == "invalid_api_key"
+    assert_openai_shape(caught.value)
+    response = httpx.post(f"{gateway.base_url}/chat/completions", json={"model": "m", "messages": user("hi")})
+    assert response.status_code == 401
+
+
+def test_a_malformed_message_is_a_400_that_names_it(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="m", messages=[{"role": "robot", "content": "hi"}])
+    assert caught.value.param == "messages[0].role"
+    assert_openai_shape(caught.value)
+
+
+def test_too_many_messages_or_characters_is_a_400(client):
+    with pytest.raises(openai.BadRequestError, match="too many messages"):
+        client.chat.completions.create(model="m", messages=user("hi") * 40)
+    with pytest.raises(openai.BadRequestError, match="characters"):
+        client.chat.completions.create(model="m", messages=user("x" * 9_000))
+
+
+def test_a_body_over_the_limit_is_a_413(client):
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "y" * 5_000}] * 20)
+    assert caught.value.status_code == 413
+    assert caught.value.code == "payload_too_large"
+    assert_openai_shape(caught.value)
+
+
+def test_a_request_that_does_not_fit_the_schema_is_a_422(client):
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        client.chat.completions.create(model="m", messages="not a list")  # type: ignore[arg-type]
+    assert caught.value.param == "messages"
+    assert_openai_shape(caught.value)
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.moderations.create(input=12)  # type: ignore[arg-type]
+
+
+def test_an_unknown_policy_is_a_404(client):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="m", messages=user("hi"), extra_headers=policy("no-such-policy"))
+    assert caught.value.code == "policy_not_found"
+
+
+def test_a_failing_upstream_is_a_502(client):
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="m", messages=user("[[status:500]]"))
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_error"
+    assert_openai_shape(caught.value)
+    with pytest.raises(openai.InternalServerError) as streamed:
+        client.chat.completions.create(model="m", messages=user("[[status:503]]"), stream=True)
+    assert streamed.value.status_code == 502
+
+
+def test_an_upstream_4xx_passes_through_with_its_status(client):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="m", messages=user("[[status:404]]"))
+    assert "scripted failure 404" in caught.value.message
+
+
+def test_an_upstream_that_does_not_answer_in_time_is_a_504(client):
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="m", messages=user("[[sleep_s:4]]"))
+    assert caught.value.status_code == 504
+    assert caught.value.code == "upstream_timeout"
+
+
+def test_an_unknown_route_is_a_json_404(gateway):
+    response = httpx.get(f"{gateway.base_url}/nothing-here", headers={"authorization": f"Bearer {KEYS['acme']}"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
