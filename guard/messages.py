@@ -3,6 +3,10 @@
 Accepts string content or a list of ``{"type": "text", "text": ...}`` parts; assistant messages
 whose content is null but carry ``tool_calls`` are turned into text so that tool-call arguments
 are judged too. Anything else is a ``BadInput`` with a message that names the offending message.
+
+Text must be valid Unicode: JSON may spell a lone UTF-16 surrogate (``"\\ud800"``), which no
+tokenizer can encode; let through, it would fail the guard model's whole batch (other callers'
+checks included) and, under a fail-open policy, pass unjudged. It is refused here.
 """
 
 from __future__ import annotations
@@ -45,12 +49,22 @@ def _parse_message(index: int, item: Any) -> Message:
                        param=f"{where}.role")
     content = _parse_content(where, item.get("content"), item.get("tool_calls"))
     name = item.get("name")
-    return Message(role=role, content=content, name=name if isinstance(name, str) else None)
+    name = _valid_text(f"{where}.name", name) if isinstance(name, str) else None
+    return Message(role=role, content=content, name=name)
+
+
+def _valid_text(where: str, text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadInput(f"{where} is not valid Unicode text (a lone surrogate at character {exc.start})",
+                       param=where) from None
+    return text
 
 
 def _parse_content(where: str, content: Any, tool_calls: Any) -> str | list[TextPart]:
     if isinstance(content, str):
-        return content
+        return _valid_text(f"{where}.content", content)
     if content is None:
         if tool_calls:
             return _tool_calls_text(where, tool_calls)
@@ -65,7 +79,7 @@ def _parse_part(where: str, part: Any) -> TextPart:
         kind = part.get("type") if isinstance(part, dict) else type(part).__name__
         raise BadInput(f"{where} must be a text part {{\"type\": \"text\", \"text\": ...}} (got {kind!r})",
                        param=where)
-    return TextPart(text=part["text"])
+    return TextPart(text=_valid_text(f"{where}.text", part["text"]))
 
 
 def _tool_calls_text(where: str, tool_calls: Any) -> str:
@@ -73,6 +87,7 @@ def _tool_calls_text(where: str, tool_calls: Any) -> str:
         raise BadInput(f"{where}.tool_calls must be a list", param=f"{where}.tool_calls")
     lines = []
     for call in tool_calls:
-        fn = call.get("function", {}) if isinstance(call, dict) else {}
+        fn = call.get("function") if isinstance(call, dict) else None
+        fn = fn if isinstance(fn, dict) else {}
         lines.append(f"{fn.get('name', '')}({fn.get('arguments', '')})")
-    return "\n".join(lines)
+    return _valid_text(f"{where}.tool_calls", "\n".join(lines))

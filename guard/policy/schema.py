@@ -265,7 +265,8 @@ def code_issues(data: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...], A
                 yield (*loc, code), code, f"unknown category code {code!r} ({_CODE_HINT})"
     excluded = data.get("excluded_categories")
     for i, code in enumerate(excluded if isinstance(excluded, list) else []):
-        if code not in known:
+        # A non-string entry is a field error of its own (and may be unhashable: a list, a mapping).
+        if isinstance(code, str) and code not in known:
             yield ("excluded_categories", i), code, f"unknown category code {code!r} ({_CODE_HINT})"
     if data.get("default_categories") is False and not custom:
         yield ("default_categories",), False, \
