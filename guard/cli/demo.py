@@ -9,6 +9,7 @@ Python example, and runs until Ctrl-C. ``--self-test`` sends one benign and one 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -139,6 +140,11 @@ def _wait_ready(url: str) -> None:
 
 
 def _wait_for_ctrl_c() -> None:
+    """Until Ctrl-C or SIGTERM (both end here, so the servers stop cleanly)."""
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         while True:
             time.sleep(1.0)
