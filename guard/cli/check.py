@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import typer
 
 from guard.errors import BadInput
 from guard.messages import parse_messages_json
-from guard.settings import get_settings
+from guard.settings import DType, get_settings
 from guard.types import LlamaGuardResult, Message, PromptGuardResult
 
 _SEGMENT_PREVIEW = 120
@@ -83,12 +83,12 @@ def check(
 
 def _validate_options(family: str | None, dtype: str) -> None:
     """Fail on a bad family or dtype before any model is loaded."""
-    from guard.models.device import pick_dtype
-    from guard.models.llama_guard.family import get_family
-
+    if dtype not in get_args(DType):
+        raise BadInput(f"unknown dtype {dtype!r} (use {', '.join(get_args(DType))})", param="dtype")
     if family:
+        from guard.models.llama_guard.family import get_family
+
         get_family(family)
-    pick_dtype(dtype, _cpu())
 
 
 def _quiet_transformers() -> None:
@@ -97,12 +97,6 @@ def _quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-
-
-def _cpu():
-    import torch
-
-    return torch.device("cpu")
 
 
 def _conversation(text: str | None) -> list[Message]:

@@ -273,11 +273,11 @@ def test_temperature_divides_the_logits(random_dirs, ref2, temperature):
     assert [r.jailbreak_score for r in _scan(runner, texts)] == pytest.approx(expected, abs=TOL)
 
 
-@pytest.mark.parametrize("batch_size,batch_tokens", [(1, 512), (3, 700), (64, 100_000)])
-def test_batching_does_not_change_scores(random_dirs, pg1, batch_size, batch_tokens):
+@pytest.mark.parametrize("batch_size,batch_cells", [(1, 512**2), (3, 100**2), (64, 10**8)])
+def test_batching_does_not_change_scores(random_dirs, pg1, batch_size, batch_cells):
     texts = _texts()
     runner = load_prompt_guard(str(random_dirs["pg1"]), dtype="float32", max_batch_size=batch_size,
-                               max_batch_tokens=batch_tokens)
+                               max_batch_cells=batch_cells)
     for ours, base in zip(_scan(runner, texts), _scan(pg1, texts), strict=True):
         assert ours.jailbreak_score == pytest.approx(base.jailbreak_score, abs=TOL)
         assert ours.injection_score == pytest.approx(base.injection_score, abs=TOL)

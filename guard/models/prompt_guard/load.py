@@ -10,13 +10,13 @@ from guard.models.device import dtype_name, pick_device, pick_dtype
 from guard.models.loading import load_pretrained, resolve_source, resolved_revision
 from guard.models.prompt_guard.family import family_from_labels
 from guard.models.prompt_guard.relpos import install_relpos_cache
-from guard.models.prompt_guard.runner import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, PromptGuardRunner
+from guard.models.prompt_guard.runner import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_CELLS, PromptGuardRunner
 from guard.types import ModelInfo
 
 
 def load_prompt_guard(model: str, *, revision: str | None = None, dtype: str = "auto", device: str = "auto",
                       temperature: float = 1.0, max_batch_size: int = DEFAULT_BATCH_SIZE,
-                      max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                      max_batch_cells: int = DEFAULT_BATCH_CELLS,
                       preprocess: bool | None = None, cache_relpos: bool = True) -> PromptGuardRunner:
     """Load a Prompt Guard 1 or 2 checkpoint (hub id or local directory).
 
@@ -39,4 +39,4 @@ def load_prompt_guard(model: str, *, revision: str | None = None, dtype: str = "
     info = ModelInfo(model=model, revision=resolved_revision(source), family=family.name,
                      device=str(torch_device), dtype=dtype_name(torch_dtype))
     return PromptGuardRunner(network, tokenizer, family, info, temperature=temperature, preprocess=preprocess,
-                             max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens)
+                             max_batch_size=max_batch_size, max_batch_cells=max_batch_cells)

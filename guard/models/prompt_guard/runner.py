@@ -6,7 +6,13 @@ PG1 ``jailbreak = p[JAILBREAK]`` and ``injection = p[INJECTION] + p[JAILBREAK]``
 ``= p[MALICIOUS]``, each the maximum over the request's segments (0.0 for a text with no segment,
 like the reference's initial value). What differs is only how the work is scheduled: segments of
 all requests are pooled, sorted by token length and cut into batches of at most ``max_batch_size``
-segments and ``max_batch_tokens`` padded tokens, so nothing is truncated away and little is padded.
+segments, so nothing is truncated away and little is padded. A batch also holds at most
+``max_batch_cells`` padded attention cells (segments x length^2): DeBERTa's disentangled attention
+materialises several [segments x heads x length x length] tensors (scores, both relative-position
+gathers and their int64 indices), and on a CPU their cost per segment grows with the batch once they
+leave the caches -- measured on 2 cores: short segments gain from batches of 4-16, while 512-token
+segments run fastest one at a time. The default (512^2) batches 16 segments of 128 tokens, 4 of 256,
+one of 512; on a GPU, raise it.
 
 The reported segment is the one with the highest score for the request's source: jailbreak for
 user text, injection for tool output and documents (the PG1 card: jailbreak for user dialogue,
@@ -33,7 +39,8 @@ from guard.models.prompt_guard.preprocess import TokenStrings
 from guard.types import ModelInfo, PromptGuardRequest, PromptGuardResult
 
 DEFAULT_BATCH_SIZE = 16
-DEFAULT_BATCH_TOKENS = 16 * 512
+# Padded attention cells (segments x length^2) per batch: one full 512-token segment's worth.
+DEFAULT_BATCH_CELLS = 512 * 512
 
 
 @dataclass(frozen=True)
@@ -50,18 +57,18 @@ class PromptGuardRunner:
     def __init__(self, model: Any, tokenizer: Any, family: PromptGuardFamily, info: ModelInfo, *,
                  temperature: float = 1.0, preprocess: bool | None = None,
                  max_batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS) -> None:
+                 max_batch_cells: int = DEFAULT_BATCH_CELLS) -> None:
         if not temperature > 0:
             raise BadInput(f"temperature must be > 0 (got {temperature})", param="temperature")
-        if max_batch_size < 1 or max_batch_tokens < 1:
-            raise BadInput("max_batch_size and max_batch_tokens must be >= 1")
+        if max_batch_size < 1 or max_batch_cells < 1:
+            raise BadInput("max_batch_size and max_batch_cells must be >= 1")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.family = family
         self.temperature = float(temperature)
         self.preprocess = family.preprocess if preprocess is None else preprocess
         self.max_batch_size = max_batch_size
-        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_cells = max_batch_cells
         self._info = info
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._token_strings = TokenStrings(tokenizer)
@@ -112,7 +119,7 @@ class PromptGuardRunner:
         batch: list[int] = []
         for i in order:
             width = len(segments[i].input_ids)  # the longest so far: the order is ascending
-            if batch and (len(batch) + 1 > self.max_batch_size or (len(batch) + 1) * width > self.max_batch_tokens):
+            if batch and (len(batch) + 1 > self.max_batch_size or (len(batch) + 1) * width**2 > self.max_batch_cells):
                 yield batch
                 batch = []
             batch.append(i)
