@@ -19,6 +19,7 @@ import httpx
 from guard.errors import UpstreamError, UpstreamTimeout
 from guard.gateway.config import UpstreamRoute, api_key_from_env
 from guard.gateway.errors import UpstreamRejected
+from guard.gateway.sse_client import SSEClient, StatusError
 
 # httpcore's pool scans all of its connections (some of them twice over) whenever a request comes
 # or goes, so one pool with 64+ open streams spends more CPU managing itself than relaying tokens.
@@ -48,6 +49,8 @@ class UpstreamClient:
             base_url=self.base_url, headers=headers, limits=_LIMITS, transport=transport, verify=verify,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))) for _ in range(SHARDS)]
         self._turn = itertools.count()
+        self._sse = SSEClient(self.base_url, headers=headers, timeout_s=timeout_s,
+                              connect_timeout_s=min(timeout_s, 10.0))
 
     @property
     def _client(self) -> httpx.AsyncClient:
@@ -69,15 +72,22 @@ class UpstreamClient:
         return data
 
     async def stream_chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Chunks of a streaming completion, parsed; ends at ``[DONE]`` (or when the stream closes)."""
+        """Chunks of a streaming completion, parsed; ends at ``[DONE]`` (or when the stream closes).
+
+        Read with the lean ``SSEClient`` (this runs once per token); the body is read to its end
+        after ``[DONE]``, so the connection can carry the next request."""
+        payload = json.dumps({**body, "stream": True}).encode()
+        done = False
         try:
-            async with self._client.stream("POST", "/chat/completions",
-                                           json={**body, "stream": True}) as response:
-                await _raise_for_status(response)
-                async for chunk in _sse_events(response):
-                    yield chunk
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc, self.base_url) from None
+            async for data in self._sse.stream("/chat/completions", payload):
+                if done:
+                    continue
+                if data == b"[DONE]":
+                    done = True
+                    continue
+                yield _event(data)
+        except StatusError as exc:
+            raise status_error(exc.response.status, exc.response.body) from None
 
     async def models(self) -> dict[str, Any]:
         try:
@@ -88,6 +98,7 @@ class UpstreamClient:
         return response.json()
 
     async def aclose(self) -> None:
+        self._sse.close()
         for shard in self._shards:
             await shard.aclose()
 
@@ -115,27 +126,6 @@ class UpstreamPool:
         self._clients.clear()
 
 
-async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    """Parse ``data:`` events straight from the body bytes (cheaper than httpx's line iterator:
-    this runs once per token)."""
-    buffer = b""
-    done = False
-    async for block in response.aiter_bytes():
-        # After [DONE] the body is still read to its end, so the connection goes back to the pool.
-        if done:
-            continue
-        buffer += block
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue  # blank separators, comments (": ping"), event names
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                done = True
-                break
-            yield _event(payload)
-
-
 def _event(payload: bytes) -> RawChunk:
     try:
         event = json.loads(payload)
@@ -152,20 +142,26 @@ async def _raise_for_status(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     await response.aread()
-    message = _message_of(_json_or_none(response)) or response.text[:200] or response.reason_phrase
-    status = response.status_code
+    raise status_error(response.status_code, response.content)
+
+
+def status_error(status: int, body: bytes) -> UpstreamError:
+    """The error for an upstream's non-2xx answer: its own 4xx about the request passes through;
+    a refused gateway key, a 5xx or anything else is the upstream's failure (502), a 408/504 a
+    timeout (504)."""
+    message = _message_of(_json_or_none(body)) or body[:200].decode("utf-8", "replace") or f"HTTP {status}"
     if status in (401, 403):
-        raise UpstreamError(f"the upstream refused the gateway's credentials ({status}): {message}")
-    if status == 408 or status == 504:
-        raise UpstreamTimeout(f"the upstream timed out ({status}): {message}")
-    if status < 500:
-        raise UpstreamRejected(f"upstream: {message}", status=status)
-    raise UpstreamError(f"the upstream failed ({status}): {message}")
+        return UpstreamError(f"the upstream refused the gateway's credentials ({status}): {message}")
+    if status in (408, 504):
+        return UpstreamTimeout(f"the upstream timed out ({status}): {message}")
+    if 400 <= status < 500:
+        return UpstreamRejected(f"upstream: {message}", status=status)
+    return UpstreamError(f"the upstream failed ({status}): {message}")
 
 
-def _json_or_none(response: httpx.Response) -> Any:
+def _json_or_none(body: bytes) -> Any:
     try:
-        return response.json()
+        return json.loads(body)
     except ValueError:
         return None
 
