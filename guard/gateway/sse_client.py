@@ -91,15 +91,20 @@ class _Connection(asyncio.Protocol):
             raise self._error
         if self.closed:
             raise UpstreamError("the upstream closed the connection mid-response")
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        # A bare timer per wait: cheaper than asyncio.timeout(), and this runs once per token.
+        timer = loop.call_later(timeout_s, self._expire, waiter)
         try:
-            async with asyncio.timeout(timeout_s):
-                await self._waiter
-        except TimeoutError:
-            self.close()
-            raise UpstreamTimeout("the upstream did not answer in time") from None
+            await waiter
         finally:
+            timer.cancel()
             self._waiter = None
+
+    def _expire(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            waiter.set_exception(UpstreamTimeout("the upstream did not answer in time"))
+            self.close()
 
     async def headers(self, timeout_s: float) -> int:
         while not self.headers_done:

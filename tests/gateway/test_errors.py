@@ -90,3 +90,16 @@ def test_an_unknown_route_is_a_json_404(gateway):
     response = httpx.get(f"{gateway.base_url}/nothing-here", headers={"authorization": f"Bearer {KEYS['acme']}"})
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit_with_a_413(gateway):
+    def body():
+        yield b'{"model": "m", "messages": [{"role": "user", "content": "'
+        for _ in range(80):
+            yield b"z" * 1000
+        yield b'"}]}'
+
+    response = httpx.post(f"{gateway.base_url}/chat/completions", content=body(), timeout=30,
+                          headers={"authorization": f"Bearer {KEYS['acme']}", "content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
