@@ -202,6 +202,7 @@ def print_table(table: dict[str, Any]) -> None:
         print(f"{key:<16}{row['direct']:>12.2f}{row['gateway']:>12.2f}{row['added']:>10.2f}{ratio:>8.2f}")
     print(f"gateway CPU per stream: {table['gateway_cpu_ms_per_stream']:.2f} ms "
           f"({table['gateway_cpu_ms_per_stream'] / (table['pieces'] + 2):.3f} ms per chunk)")
+    print(f"machine load average (1 min) at the end: {table['load_average_1m']} on {os.cpu_count()} cores")
     print("target: added p50 <= 2 ms, added p99 <= 10 ms (full stream time)")
 
 
@@ -265,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     proc.kill()
     table = report(results, args)
     table["gateway_cpu_ms_per_stream"] = round(gateway_cpu * 1000 / len(results["gateway"]), 2)
+    table["load_average_1m"] = round(os.getloadavg()[0], 2)  # other processes on the machine skew it all
     print(json.dumps(table, indent=2)) if args.json else print_table(table)
 
 
