@@ -8,6 +8,7 @@ given on the command line wins. The upstream API key is read from the variable n
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,10 @@ def serve(
         llama_guard=llama_guard, family=family, prompt_guard=prompt_guard, dtype=dtype, upstream=upstream,
         policies_dir=policies, broker_url=broker, host=host, port=port, config_file=config,
         audit_url=audit_url, open_mode=open_mode)
+    if policies is None and "GUARD_POLICIES_DIR" not in os.environ:
+        from guard.cli.demo import shipped_policies
+
+        settings = settings.model_copy(update={"policies_dir": shipped_policies(settings.policies_dir)})
     run_gateway(settings, log_level=log_level)
 
 
