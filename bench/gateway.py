@@ -47,12 +47,17 @@ class ZeroCostExecutor:
         return [LlamaGuardResult(model=LG_INFO, unsafe_score=0.0, unsafe_score_pair=0.0) for _ in requests]
 
     async def prompt_guard(self, requests: Sequence[Any], timeout: float) -> list[PromptGuardResult]:
-        return [PromptGuardResult(model=PG_INFO, jailbreak_score=0.0, injection_score=0.0, source=r.source)
-                for r in requests]
+        return [
+            PromptGuardResult(model=PG_INFO, jailbreak_score=0.0, injection_score=0.0, source=r.source)
+            for r in requests
+        ]
 
     async def status(self) -> list[Any]:
         from guard.executor.wire import WorkerStatus
-        return [WorkerStatus(worker="zero-cost", queue=k, loaded=True) for k in ("llama_guard", "prompt_guard")]
+
+        return [
+            WorkerStatus(worker="zero-cost", queue=k, loaded=True) for k in ("llama_guard", "prompt_guard")
+        ]
 
     def close(self) -> None:
         pass
@@ -89,12 +94,23 @@ def run_gateway(port: int, upstream: str, audit: str, workdir: Path) -> None:
     policies = workdir / "policies"
     policies.mkdir(exist_ok=True)
     (policies / "default.yaml").write_text(POLICY)
-    settings = GuardSettings(upstream=upstream, policies_dir=policies, audit_url=f"sqlite:///{workdir / 'a.db'}",
-                             host="127.0.0.1", port=port)
+    settings = GuardSettings(
+        upstream=upstream,
+        policies_dir=policies,
+        audit_url=f"sqlite:///{workdir / 'a.db'}",
+        host="127.0.0.1",
+        port=port,
+    )
     store = open_store(settings.audit_url, settings=settings) if audit == "sqlite" else NullAudit()
-    services = GatewayServices(settings=settings, config=load_config(None, settings),
-                               policies=PolicyStore(policies), executor=ZeroCostExecutor(), audit=store,  # type: ignore[arg-type]
-                               upstreams=UpstreamPool(timeout_s=30), watch_policies=False)
+    services = GatewayServices(
+        settings=settings,
+        config=load_config(None, settings),
+        policies=PolicyStore(policies),
+        executor=ZeroCostExecutor(),
+        audit=store,  # type: ignore[arg-type]
+        upstreams=UpstreamPool(timeout_s=30),
+        watch_policies=False,
+    )
     profile_to = os.environ.get("GUARD_BENCH_PROFILE")  # where to write cProfile stats of the gateway
     if not profile_to:
         serve_forever(create_app(settings, services), "127.0.0.1", port, log_level="warning")
@@ -108,7 +124,9 @@ def run_gateway(port: int, upstream: str, audit: str, workdir: Path) -> None:
     signal.signal(signal.SIGTERM, stop)
     profiler = cProfile.Profile()
     try:
-        profiler.runcall(serve_forever, create_app(settings, services), "127.0.0.1", port, log_level="warning")
+        profiler.runcall(
+            serve_forever, create_app(settings, services), "127.0.0.1", port, log_level="warning"
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -131,8 +149,14 @@ async def one_stream(client: httpx.AsyncClient, url: str, body: dict[str, Any]) 
     return time.perf_counter() - started, first
 
 
-async def worker(client: httpx.AsyncClient, url: str, body: dict[str, Any], count: int, stagger_s: float,
-                 out: list[tuple[float, float]]) -> None:
+async def worker(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    count: int,
+    stagger_s: float,
+    out: list[tuple[float, float]],
+) -> None:
     await asyncio.sleep(random.uniform(0, stagger_s))
     for _ in range(count):
         out.append(await one_stream(client, url, body))
@@ -141,21 +165,31 @@ async def worker(client: httpx.AsyncClient, url: str, body: dict[str, Any], coun
 async def phase(client: httpx.AsyncClient, base: str, args: argparse.Namespace) -> list[tuple[float, float]]:
     """``streams`` clients, each sending ``per_client`` streams one after another (closed loop),
     with random start offsets so that the load is steady rather than one burst."""
-    body = {"model": "scripted", "stream": True,
-            "messages": [{"role": "user", "content": f"[[words:{args.pieces}]] [[delay_ms:{args.delay_ms}]]"}]}
+    body = {
+        "model": "scripted",
+        "stream": True,
+        "messages": [{"role": "user", "content": f"[[words:{args.pieces}]] [[delay_ms:{args.delay_ms}]]"}],
+    }
     stagger = args.pieces * args.delay_ms / 1000
     out: list[tuple[float, float]] = []
-    await asyncio.gather(*(worker(client, f"{base}/chat/completions", body, args.per_client, stagger, out)
-                           for _ in range(args.streams)))
+    await asyncio.gather(
+        *(
+            worker(client, f"{base}/chat/completions", body, args.per_client, stagger, out)
+            for _ in range(args.streams)
+        )
+    )
     return out
 
 
-async def measure(direct: str, gateway: str, args: argparse.Namespace,
-                  gateway_pid: int) -> tuple[dict[str, list[tuple[float, float]]], float]:
+async def measure(
+    direct: str, gateway: str, args: argparse.Namespace, gateway_pid: int
+) -> tuple[dict[str, list[tuple[float, float]]], float]:
     """Latencies per path, and the gateway's CPU seconds during its measured phases."""
     limits = httpx.Limits(max_connections=args.streams * 2, max_keepalive_connections=args.streams * 2)
     results: dict[str, list[tuple[float, float]]] = {"direct": [], "gateway": []}
-    async with httpx.AsyncClient(limits=limits, timeout=60, headers={"authorization": "Bearer bench"}) as client:
+    async with httpx.AsyncClient(
+        limits=limits, timeout=60, headers={"authorization": "Bearer bench"}
+    ) as client:
         warm = argparse.Namespace(**{**vars(args), "per_client": 1})
         for base in (direct, gateway):  # warm-up: connections, caches
             await phase(client, base, warm)
@@ -177,13 +211,22 @@ def cpu_seconds(pid: int) -> float:
 
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
-    return statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1] if len(ordered) > 1 else ordered[0]
+    return (
+        statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1]
+        if len(ordered) > 1
+        else ordered[0]
+    )
 
 
 def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> dict[str, Any]:
-    table: dict[str, Any] = {"streams": args.streams, "rounds": args.rounds, "pieces": args.pieces,
-                             "delay_ms": args.delay_ms, "audit": args.audit,
-                             "requests_per_path": len(results["direct"])}
+    table: dict[str, Any] = {
+        "streams": args.streams,
+        "rounds": args.rounds,
+        "pieces": args.pieces,
+        "delay_ms": args.delay_ms,
+        "audit": args.audit,
+        "requests_per_path": len(results["direct"]),
+    }
     for label, index in (("stream_ms", 0), ("ttft_ms", 1)):
         for q in (50, 99):
             d = percentile([r[index] for r in results["direct"]], q) * 1000
@@ -193,15 +236,19 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
 
 
 def print_table(table: dict[str, Any]) -> None:
-    print(f"gateway overhead: {table['streams']} concurrent streams, {table['requests_per_path']} per path, "
-          f"{table['pieces']} chunks each at {table['delay_ms']:g} ms, zero-cost guards, audit={table['audit']}")
+    print(
+        f"gateway overhead: {table['streams']} concurrent streams, {table['requests_per_path']} per path, "
+        f"{table['pieces']} chunks each at {table['delay_ms']:g} ms, zero-cost guards, audit={table['audit']}"
+    )
     print(f"{'metric':<16}{'direct ms':>12}{'gateway ms':>12}{'added ms':>10}{'ratio':>8}")
     for key in ("stream_ms_p50", "stream_ms_p99", "ttft_ms_p50", "ttft_ms_p99"):
         row = table[key]
         ratio = row["gateway"] / row["direct"] if row["direct"] else float("nan")
         print(f"{key:<16}{row['direct']:>12.2f}{row['gateway']:>12.2f}{row['added']:>10.2f}{ratio:>8.2f}")
-    print(f"gateway CPU per stream: {table['gateway_cpu_ms_per_stream']:.2f} ms "
-          f"({table['gateway_cpu_ms_per_stream'] / (table['pieces'] + 2):.3f} ms per chunk)")
+    print(
+        f"gateway CPU per stream: {table['gateway_cpu_ms_per_stream']:.2f} ms "
+        f"({table['gateway_cpu_ms_per_stream'] / (table['pieces'] + 2):.3f} ms per chunk)"
+    )
     print(f"machine load average (1 min) at the end: {table['load_average_1m']} on {os.cpu_count()} cores")
     print("target: added p50 <= 2 ms, added p99 <= 10 ms (full stream time)")
 
@@ -231,8 +278,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternations of direct and gateway phases")
     parser.add_argument("--per-client", type=int, default=4, help="streams each client sends per phase")
     parser.add_argument("--pieces", type=int, default=32, help="chunks per stream")
-    parser.add_argument("--delay-ms", type=float, default=20.0,
-                        help="upstream delay before each chunk (20 ms = 50 tokens/s per stream)")
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=20.0,
+        help="upstream delay before each chunk (20 ms = 50 tokens/s per stream)",
+    )
     parser.add_argument("--audit", choices=("sqlite", "none"), default="sqlite")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--role", choices=("upstream", "gateway"), help=argparse.SUPPRESS)
@@ -249,9 +300,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         me = [sys.executable, "-m", "bench.gateway"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        procs = [subprocess.Popen([*me, "--role", "upstream", "--port", str(up_port)], env=env),
-                 subprocess.Popen([*me, "--role", "gateway", "--port", str(gw_port), "--upstream", f"{direct}/v1",
-                                   "--audit", args.audit, "--workdir", workdir], env=env)]
+        procs = [
+            subprocess.Popen([*me, "--role", "upstream", "--port", str(up_port)], env=env),
+            subprocess.Popen(
+                [
+                    *me,
+                    "--role",
+                    "gateway",
+                    "--port",
+                    str(gw_port),
+                    "--upstream",
+                    f"{direct}/v1",
+                    "--audit",
+                    args.audit,
+                    "--workdir",
+                    workdir,
+                ],
+                env=env,
+            ),
+        ]
         try:
             _wait_up(direct)
             _wait_up(gateway)

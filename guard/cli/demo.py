@@ -31,10 +31,15 @@ def register(app: typer.Typer) -> None:
 def demo(
     port: int = typer.Option(8000, "--port", help="gateway port on 127.0.0.1 (0 = any free port)"),
     upstream_port: int = typer.Option(0, "--upstream-port", help="local chat model port (0 = any free port)"),
-    policies: Path | None = typer.Option(None, "--policies", help="policy directory (default: the shipped policies)"),
-    workdir: Path | None = typer.Option(None, "--workdir", help="where the audit database goes "
-                                        "(default: ~/.cache/guard/demo)"),
-    self_test: bool = typer.Option(False, "--self-test", help="send a benign and a blocked request, then exit"),
+    policies: Path | None = typer.Option(
+        None, "--policies", help="policy directory (default: the shipped policies)"
+    ),
+    workdir: Path | None = typer.Option(
+        None, "--workdir", help="where the audit database goes (default: ~/.cache/guard/demo)"
+    ),
+    self_test: bool = typer.Option(
+        False, "--self-test", help="send a benign and a blocked request, then exit"
+    ),
 ) -> None:
     """Run gateway + in-process guards + a tiny local LLM on loopback and print how to call it."""
     from guard.cli.serve import settings_with
@@ -51,9 +56,15 @@ def demo(
     models = ensure_demo_models(base.demo_models_dir)
     engine = ChatEngine.load(models.chat, name="guard-demo-chat")
     upstream = ServerThread(create_upstream_app(engine), port=upstream_port).start()
-    settings = settings_with(host="127.0.0.1", port=port, upstream=f"{upstream.url}/v1",
-                             policies_dir=policies or shipped_policies(base.policies_dir),
-                             audit_url=f"sqlite:///{workdir / 'audit.sqlite3'}", broker_url="", open_mode=True)
+    settings = settings_with(
+        host="127.0.0.1",
+        port=port,
+        upstream=f"{upstream.url}/v1",
+        policies_dir=policies or shipped_policies(base.policies_dir),
+        audit_url=f"sqlite:///{workdir / 'audit.sqlite3'}",
+        broker_url="",
+        open_mode=True,
+    )
     gateway = ServerThread(create_app(settings), port=port)
     try:
         gateway.start()
@@ -108,12 +119,14 @@ def run_self_test(url: str) -> bool:
     messages = [{"role": "user", "content": BENIGN}]
     benign = client.chat.completions.with_raw_response.create(model="guard-demo-chat", messages=messages)
     answer = benign.parse().choices[0]
-    blocked = client.chat.completions.create(model="guard-demo-chat",
-                                             messages=[{"role": "user", "content": BLOCKED}]).choices[0]
+    blocked = client.chat.completions.create(
+        model="guard-demo-chat", messages=[{"role": "user", "content": BLOCKED}]
+    ).choices[0]
     stream = client.chat.completions.create(model="guard-demo-chat", messages=messages, stream=True)
     finishes = [c.choices[0].finish_reason for c in stream if c.choices and c.choices[0].finish_reason]
     checks = {
-        "benign answered": answer.finish_reason in ("stop", "length") and benign.headers.get("x-guard-decision") != "block",
+        "benign answered": answer.finish_reason in ("stop", "length")
+        and benign.headers.get("x-guard-decision") != "block",
         "blocked prompt refused": blocked.finish_reason == "content_filter",
         "benign stream finished": finishes[-1:] in (["stop"], ["length"]),
     }
@@ -141,6 +154,7 @@ def _wait_ready(url: str) -> None:
 
 def _wait_for_ctrl_c() -> None:
     """Until Ctrl-C or SIGTERM (both end here, so the servers stop cleanly)."""
+
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
 

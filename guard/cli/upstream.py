@@ -14,8 +14,12 @@ def register(app: typer.Typer) -> None:
 
 
 def upstream(
-    model: Path | None = typer.Option(None, "--model", help="directory of a saved causal LM and its tokenizer "
-                                      "(default: the demo chat model, built on first use)"),
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        help="directory of a saved causal LM and its tokenizer "
+        "(default: the demo chat model, built on first use)",
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="bind address"),
     port: int = typer.Option(8001, "--port", help="port"),
     name: str | None = typer.Option(None, "--name", help="model id to report (default: the directory name)"),

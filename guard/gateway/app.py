@@ -12,8 +12,8 @@ from guard import __version__
 from guard.gateway.errors import install_error_handlers
 from guard.gateway.middleware import GatewayMiddleware
 from guard.gateway.routes import ROUTERS
-from guard.gateway.serving import Gateway
 from guard.gateway.services import GatewayServices, build_services
+from guard.gateway.serving import Gateway
 from guard.settings import GuardSettings
 
 

@@ -60,14 +60,20 @@ class ChatService:
         self.upstreams = upstreams
         self.settings = settings
 
-    async def create(self, ctx: RequestContext, policies: PolicySet, request: ChatCompletionRequest,
-                     requested_policy: str | None) -> ChatReply:
+    async def create(
+        self,
+        ctx: RequestContext,
+        policies: PolicySet,
+        request: ChatCompletionRequest,
+        requested_policy: str | None,
+    ) -> ChatReply:
         body = request.model_dump(exclude_unset=True)
         if int(body.get("n") or 1) != 1:
             raise BadInput("n > 1 is not supported through the guard", param="n")
         messages = parse_messages(request.messages)
-        check_messages(messages, max_messages=self.settings.max_messages,
-                       max_chars=self.settings.max_message_chars)
+        check_messages(
+            messages, max_messages=self.settings.max_messages, max_chars=self.settings.max_message_chars
+        )
         policy = resolve_policy(policies, ctx, requested_policy)
         client = self.upstreams.client(upstream_route(ctx, request.model))
         call = _Call(ctx, policy, body, messages, client)
@@ -84,7 +90,9 @@ class ChatService:
         ``checked.audited()`` before it answers anything."""
         early = asyncio.ensure_future(start) if start is not None else None
         try:
-            checked = await self.guardrail.check(call.ctx, call.policy, call.messages, "input", defer_audit=True)
+            checked = await self.guardrail.check(
+                call.ctx, call.policy, call.messages, "input", defer_audit=True
+            )
         except BaseException:
             await _discard(early)
             raise
@@ -105,12 +113,17 @@ class ChatService:
         checked, early = await self._input(call, start)
         if checked.action is Action.BLOCK:
             return self._blocked_json(call, checked.decision)
-        answer, _ = await _together(_timed(early if early is not None else call.client.chat(call.body)),
-                                    checked.audited())
+        answer, _ = await _together(
+            _timed(early if early is not None else call.client.chat(call.body)), checked.audited()
+        )
         text = _answer_text(answer)
         output = await self.guardrail.check(
-            call.ctx, call.policy, [*call.messages, Message(role="assistant", content=text)], "output",
-            content=text)
+            call.ctx,
+            call.policy,
+            [*call.messages, Message(role="assistant", content=text)],
+            "output",
+            content=text,
+        )
         call.checks.append(output)
         if output.action is Action.BLOCK:
             return self._blocked_json(call, output.decision, like=answer)
@@ -122,9 +135,10 @@ class ChatService:
         text = decision.user_message or call.policy.refusal
         if call.policy.block_response == "error":
             raise ContentBlocked(text, decision=decision)
-        refusal = ChatCompletion(model=str(call.body.get("model", "")),
-                                 choices=[ChatChoice(message=ChatMessageOut(content=text),
-                                                     finish_reason="content_filter")])
+        refusal = ChatCompletion(
+            model=str(call.body.get("model", "")),
+            choices=[ChatChoice(message=ChatMessageOut(content=text), finish_reason="content_filter")],
+        )
         payload = refusal.model_dump()
         if like is not None:
             payload.update({k: like[k] for k in ("id", "created", "model", "usage") if k in like})
@@ -138,24 +152,40 @@ class ChatService:
         headers = self._headers(call)
         if checked.action is Action.BLOCK:
             if call.policy.block_response == "error":
-                raise ContentBlocked(checked.decision.user_message or call.policy.refusal,
-                                     decision=checked.decision)
+                raise ContentBlocked(
+                    checked.decision.user_message or call.policy.refusal, decision=checked.decision
+                )
             text = checked.decision.user_message or call.policy.refusal
             return ChatReply(headers=headers, stream=_sse(_refusal_chunks(call.body, text)))
-        chunks, _ = await _together(early if early is not None else _open_stream(call.client, call.body),
-                                    checked.audited())
+        chunks, _ = await _together(
+            early if early is not None else _open_stream(call.client, call.body), checked.audited()
+        )
         if not call.policy.guards.llama_guard.applies("output"):
             return ChatReply(headers=headers, stream=_sse(chunks))
-        guarded = GuardedStream(stream_settings(call.policy), self._window_check(call),
-                                refusal=call.policy.refusal, redaction=REDACTED)
-        return ChatReply(headers=headers, stream=_sse(guarded.batches(chunks), lambda: _observe_stream(call, guarded)))
+        guarded = GuardedStream(
+            stream_settings(call.policy),
+            self._window_check(call),
+            refusal=call.policy.refusal,
+            redaction=REDACTED,
+        )
+        return ChatReply(
+            headers=headers, stream=_sse(guarded.batches(chunks), lambda: _observe_stream(call, guarded))
+        )
 
     def _window_check(self, call: _Call):  # noqa: ANN202 - a WindowCheck
         async def check(text: str, index: int) -> Decision:
             checked = await self.guardrail.check(
-                call.ctx, call.policy, [*call.messages, Message(role="assistant", content=text)], "output",
-                content=text, audit_direction="stream_window", window_index=index, observe=False)
+                call.ctx,
+                call.policy,
+                [*call.messages, Message(role="assistant", content=text)],
+                "output",
+                content=text,
+                audit_direction="stream_window",
+                window_index=index,
+                observe=False,
+            )
             return checked.decision
+
         return check
 
     def _headers(self, call: _Call) -> dict[str, str]:
@@ -188,12 +218,17 @@ def stream_settings(policy: Policy) -> StreamSettings:
 
 
 def _stream_settings(policy: Policy) -> StreamSettings:
-    enforced = [code for code in sorted(policy.known_codes)
-                if (rule := policy.rule(code, "output")) and rule.action in (Action.BLOCK, Action.REDACT)]
+    enforced = [
+        code
+        for code in sorted(policy.known_codes)
+        if (rule := policy.rule(code, "output")) and rule.action in (Action.BLOCK, Action.REDACT)
+    ]
     held = not policy.shadow and any(policy.streaming.mode_for(code) == "hold_back" for code in enforced)
-    return StreamSettings(mode="hold_back" if held else "stream_first",
-                          window_tokens=policy.streaming.window_tokens,
-                          overlap_tokens=policy.streaming.overlap_tokens)
+    return StreamSettings(
+        mode="hold_back" if held else "stream_first",
+        window_tokens=policy.streaming.window_tokens,
+        overlap_tokens=policy.streaming.overlap_tokens,
+    )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -288,10 +323,16 @@ def _refusal_chunks(body: dict[str, Any], text: str) -> AsyncIterator[Chunk]:
     completion = ChatCompletion(model=str(body.get("model", "")), choices=[])
 
     async def chunks() -> AsyncIterator[Chunk]:
-        base = {"id": completion.id, "object": "chat.completion.chunk", "created": completion.created,
-                "model": completion.model}
-        yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
-                                    "finish_reason": None}]}
+        base = {
+            "id": completion.id,
+            "object": "chat.completion.chunk",
+            "created": completion.created,
+            "model": completion.model,
+        }
+        yield {
+            **base,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}],
+        }
         yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]}
 
     return chunks()
@@ -299,11 +340,14 @@ def _refusal_chunks(body: dict[str, Any], text: str) -> AsyncIterator[Chunk]:
 
 def _encode(chunk: Chunk) -> bytes:
     raw = getattr(chunk, "raw", None)
-    return b"data: " + (raw if raw is not None else json.dumps(chunk, separators=(",", ":")).encode()) + b"\n\n"
+    return (
+        b"data: " + (raw if raw is not None else json.dumps(chunk, separators=(",", ":")).encode()) + b"\n\n"
+    )
 
 
-async def _sse(chunks: AsyncIterator[Chunk] | AsyncIterator[list[Chunk]],
-               on_end: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+async def _sse(
+    chunks: AsyncIterator[Chunk] | AsyncIterator[list[Chunk]], on_end: Callable[[], None] | None = None
+) -> AsyncIterator[bytes]:
     """Server-sent events (a group of chunks released together is written at once); a failure
     mid-stream ends the stream with an OpenAI-shaped error event."""
     try:
@@ -351,8 +395,9 @@ def _redact_messages(raw: list[Any], decision: Decision) -> list[Any]:
     """Replace the messages the decision names (or the last user message, for reasons that name
     none) with the redaction text, keeping every other field of each message."""
     text = decision.user_message or REDACTED
-    indices = {r.message_index for r in decision.reasons
-               if r.action is Action.REDACT and r.message_index is not None}
+    indices = {
+        r.message_index for r in decision.reasons if r.action is Action.REDACT and r.message_index is not None
+    }
     if any(r.action is Action.REDACT and r.message_index is None for r in decision.reasons):
         users = [i for i, m in enumerate(raw) if isinstance(m, dict) and m.get("role") == "user"]
         indices.update(users[-1:])

@@ -127,14 +127,19 @@ def _with_default_upstream(config: GatewayConfig, settings: GuardSettings) -> Ga
     """Tenants without an upstream of their own use the one from settings (``--upstream``); the open
     tenant, when the file does not define it, may use the default policy only."""
     tenants = {
-        name: t if t.upstream or not settings.upstream else t.model_copy(update={
-            "upstream": settings.upstream, "upstream_api_key_env": settings.upstream_api_key_env})
+        name: t
+        if t.upstream or not settings.upstream
+        else t.model_copy(
+            update={"upstream": settings.upstream, "upstream_api_key_env": settings.upstream_api_key_env}
+        )
         for name, t in config.tenants.items()
     }
     if config.open_tenant not in tenants:
         tenants[config.open_tenant] = TenantConfig(
-            policies=[settings.default_policy], upstream=settings.upstream,
-            upstream_api_key_env=settings.upstream_api_key_env)
+            policies=[settings.default_policy],
+            upstream=settings.upstream,
+            upstream_api_key_env=settings.upstream_api_key_env,
+        )
     return config.model_copy(update={"tenants": tenants})
 
 

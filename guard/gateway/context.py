@@ -28,8 +28,9 @@ class RequestContext:
 
 
 def make_context(config: GatewayConfig, principal: Principal, request_id: str, route: str) -> RequestContext:
-    return RequestContext(request_id=request_id, principal=principal, tenant=config.tenant(principal.tenant),
-                          route=route)
+    return RequestContext(
+        request_id=request_id, principal=principal, tenant=config.tenant(principal.tenant), route=route
+    )
 
 
 def resolve_policy(policies: PolicySet, ctx: RequestContext, requested: str | None) -> Policy:
@@ -41,8 +42,9 @@ def resolve_policy(policies: PolicySet, ctx: RequestContext, requested: str | No
     choice = requested or pinned
     if choice and not ctx.tenant.allows(choice):
         raise PolicyNotFound(f"no policy {choice!r}", param="policy")
-    policy = policies.select(requested=choice, api_key=ctx.principal.key_id, tenant=ctx.tenant_name,
-                             route=ctx.route)
+    policy = policies.select(
+        requested=choice, api_key=ctx.principal.key_id, tenant=ctx.tenant_name, route=ctx.route
+    )
     if ctx.tenant.allows(policy.id):
         return policy
     fallback = ctx.tenant.default_policy or ctx.tenant.policies[0]

@@ -68,8 +68,14 @@ def error_type(status: int) -> str:
     return "invalid_request_error" if status < 500 else "server_error"
 
 
-def error_payload(status: int, message: str, *, code: str | None, param: str | None = None,
-                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def error_payload(
+    status: int,
+    message: str,
+    *,
+    code: str | None,
+    param: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     info = ErrorInfo(message=message, type=error_type(status), param=param, code=code, **(extra or {}))
     return ErrorResponse(error=info).model_dump()
 

@@ -16,8 +16,10 @@ def check_messages(messages: Sequence[Message], *, max_messages: int, max_chars:
     for index, message in enumerate(messages):
         size = len(message.text)
         if size > max_chars:
-            raise BadInput(f"messages[{index}] has {size} characters (the limit is {max_chars})",
-                           param=f"messages[{index}].content")
+            raise BadInput(
+                f"messages[{index}] has {size} characters (the limit is {max_chars})",
+                param=f"messages[{index}].content",
+            )
 
 
 def check_texts(texts: Sequence[str], *, max_items: int, max_chars: int, param: str = "input") -> None:
@@ -25,8 +27,10 @@ def check_texts(texts: Sequence[str], *, max_items: int, max_chars: int, param: 
         raise BadInput(f"too many inputs: {len(texts)} (the limit is {max_items})", param=param)
     for index, text in enumerate(texts):
         if len(text) > max_chars:
-            raise BadInput(f"{param}[{index}] has {len(text)} characters (the limit is {max_chars})",
-                           param=f"{param}[{index}]")
+            raise BadInput(
+                f"{param}[{index}] has {len(text)} characters (the limit is {max_chars})",
+                param=f"{param}[{index}]",
+            )
 
 
 def body_too_large(size: int, limit: int) -> PayloadTooLarge:

@@ -21,10 +21,19 @@ from guard import metrics
 from guard.gateway.errors import REQUEST_ID_HEADER, error_payload
 
 _VALID_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
-KNOWN_ROUTES = frozenset({
-    "/v1/chat/completions", "/v1/moderations", "/v1/models", "/v1/guard/check", "/v1/guard/audit",
-    "/v1/guard/review", "/healthz", "/readyz", "/metrics",
-})
+KNOWN_ROUTES = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/moderations",
+        "/v1/models",
+        "/v1/guard/check",
+        "/v1/guard/audit",
+        "/v1/guard/review",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+)
 
 
 def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
@@ -95,10 +104,16 @@ class GatewayMiddleware:
         return limited
 
     async def _too_large(self, send: Send, length: int) -> None:
-        body = json.dumps(error_payload(
-            413, f"request body of {length} bytes is over the limit of {self.max_body_bytes} bytes",
-            code="payload_too_large")).encode()
-        headers: list[Any] = [(b"content-type", b"application/json"),
-                              (b"content-length", str(len(body)).encode())]
+        body = json.dumps(
+            error_payload(
+                413,
+                f"request body of {length} bytes is over the limit of {self.max_body_bytes} bytes",
+                code="payload_too_large",
+            )
+        ).encode()
+        headers: list[Any] = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -16,8 +16,18 @@ from guard.types import LlamaGuardResult, PromptGuardResult
 DEFAULT_MAP = Path(__file__).with_name("moderation_map.yaml")
 
 OPENAI_CATEGORIES: tuple[str, ...] = (
-    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent",
-    "self-harm", "self-harm/intent", "self-harm/instructions", "sexual", "sexual/minors", "violence",
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
     "violence/graphic",
 )
 # Which input types each key applies to (OpenAI's table); the gateway reads text only.
@@ -36,8 +46,9 @@ class ModerationMap(BaseModel):
         missing = set(OPENAI_CATEGORIES) - set(value)
         extra = set(value) - set(OPENAI_CATEGORIES)
         if missing or extra:
-            raise ValueError(f"needs exactly OpenAI's 13 keys (missing {sorted(missing)}, "
-                             f"unknown {sorted(extra)})")
+            raise ValueError(
+                f"needs exactly OpenAI's 13 keys (missing {sorted(missing)}, unknown {sorted(extra)})"
+            )
         bad = {c for codes in value.values() for c in codes} - set(HAZARD_CODES)
         if bad:
             raise ValueError(f"unknown hazard codes {sorted(bad)}")
@@ -54,14 +65,17 @@ def load_moderation_map(path: Path = DEFAULT_MAP) -> ModerationMap:
         raise ConfigError(f"moderation map {path}: {exc.errors()[0]['msg']}") from None
 
 
-def moderation_result(mapping: ModerationMap, llama_guard: LlamaGuardResult,
-                      prompt_guard: PromptGuardResult | None) -> ModerationResult:
+def moderation_result(
+    mapping: ModerationMap, llama_guard: LlamaGuardResult, prompt_guard: PromptGuardResult | None
+) -> ModerationResult:
     """One OpenAI result: keys set from the verdict's codes, scores from the per-code scores."""
     codes = set(llama_guard.categories)
     scores = llama_guard.category_scores
     categories = {key: bool(codes.intersection(mapped)) for key, mapped in mapping.categories.items()}
-    category_scores = {key: max((scores.get(c, 0.0) for c in mapped), default=0.0)
-                       for key, mapped in mapping.categories.items()}
+    category_scores = {
+        key: max((scores.get(c, 0.0) for c in mapped), default=0.0)
+        for key, mapped in mapping.categories.items()
+    }
     return ModerationResult(
         flagged=bool(codes),
         categories=categories,
@@ -80,6 +94,9 @@ def _extras(mapping: ModerationMap, lg: LlamaGuardResult, pg: PromptGuardResult 
         "llama_guard_model": lg.model.model,
     }
     if pg is not None:
-        extras["prompt_guard"] = {"jailbreak_score": pg.jailbreak_score,
-                                  "injection_score": pg.injection_score, "model": pg.model.model}
+        extras["prompt_guard"] = {
+            "jailbreak_score": pg.jailbreak_score,
+            "injection_score": pg.injection_score,
+            "model": pg.model.model,
+        }
     return extras

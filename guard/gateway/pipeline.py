@@ -51,27 +51,45 @@ class Guardrail:
         self.audit = audit
         self.family = family
 
-    async def check(self, ctx: RequestContext, policy: Policy, messages: Sequence[Message],
-                    direction: Direction, *, content: Sequence[Message] | str | None = None,
-                    audit_direction: AuditDirection | None = None, window_index: int | None = None,
-                    observe: bool = True, defer_audit: bool = False) -> Checked:
+    async def check(
+        self,
+        ctx: RequestContext,
+        policy: Policy,
+        messages: Sequence[Message],
+        direction: Direction,
+        *,
+        content: Sequence[Message] | str | None = None,
+        audit_direction: AuditDirection | None = None,
+        window_index: int | None = None,
+        observe: bool = True,
+        defer_audit: bool = False,
+    ) -> Checked:
         started = time.perf_counter()
         plan = plan_checks(policy, messages, direction, family=self.family)
         results = await run_checks(self.executor, plan, plan.timeouts)
         decision = decide(policy, direction, results)
         check_ms = (time.perf_counter() - started) * 1000
         record = build_record(
-            request_id=ctx.request_id, direction=audit_direction or direction, results=results,
-            decision=decision, content=messages if content is None else content,
-            retention=policy.audit.retention, tenant=ctx.tenant_name, api_key_id=ctx.principal.key_id,
-            route=ctx.route, window_index=window_index, latency_ms={"check": check_ms})
+            request_id=ctx.request_id,
+            direction=audit_direction or direction,
+            results=results,
+            decision=decision,
+            content=messages if content is None else content,
+            retention=policy.audit.retention,
+            tenant=ctx.tenant_name,
+            api_key_id=ctx.principal.key_id,
+            route=ctx.route,
+            window_index=window_index,
+            latency_ms={"check": check_ms},
+        )
         write = asyncio.ensure_future(self.audit.append_async([record]))
         if not defer_audit:
             await write
         if observe:
             observe_decision(ctx, direction, decision)
-        return Checked(decision=decision, results=results, check_ms=check_ms,
-                       audit_write=write if defer_audit else None)
+        return Checked(
+            decision=decision, results=results, check_ms=check_ms, audit_write=write if defer_audit else None
+        )
 
 
 def observe_decision(ctx: RequestContext, direction: str, decision: Decision) -> None:

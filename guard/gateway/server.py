@@ -29,8 +29,16 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def _config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                          lifespan="on", timeout_graceful_shutdown=5, ws="none")
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        ws="none",
+    )
 
 
 def serve_forever(app: Any, host: str, port: int, *, log_level: str = "info") -> None:
@@ -42,7 +50,9 @@ def serve_forever(app: Any, host: str, port: int, *, log_level: str = "info") ->
 class ServerThread:
     """A uvicorn server on a daemon thread. ``start()`` returns once it accepts connections."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> None:
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning"
+    ) -> None:
         self._sock = bind_socket(host, port)
         self.host = host
         self.port = self._sock.getsockname()[1]

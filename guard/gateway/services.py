@@ -63,6 +63,12 @@ def build_services(settings: GuardSettings, *, moderation_map: Path = DEFAULT_MA
     audit = open_store(settings.audit_url, settings=settings)
     executor = create_executor(settings)
     return GatewayServices(
-        settings=settings, config=config, policies=policies, executor=executor, audit=audit,
+        settings=settings,
+        config=config,
+        policies=policies,
+        executor=executor,
+        audit=audit,
         upstreams=UpstreamPool(timeout_s=settings.upstream_timeout_s),
-        moderation_map=load_moderation_map(moderation_map), family=llama_guard_family(settings))
+        moderation_map=load_moderation_map(moderation_map),
+        family=llama_guard_family(settings),
+    )

@@ -19,7 +19,12 @@ from guard.gateway.limits import check_messages, check_texts
 from guard.gateway.moderation import moderation_result
 from guard.gateway.pipeline import Guardrail
 from guard.gateway.protocol import (
-    GuardCheckRequest, GuardCheckResponse, ModelCard, ModelList, ModerationRequest, ModerationResponse,
+    GuardCheckRequest,
+    GuardCheckResponse,
+    ModelCard,
+    ModelList,
+    ModerationRequest,
+    ModerationResponse,
 )
 from guard.gateway.services import GatewayServices
 from guard.messages import parse_messages
@@ -34,11 +39,17 @@ class Gateway:
         settings = services.settings
         self.services = services
         self.settings = settings
-        self.auth = Authenticator(services.config, open_mode=open_mode_default(settings.host, settings.open_mode),
-                                  loopback_only=settings.open_mode is None)
+        self.auth = Authenticator(
+            services.config,
+            open_mode=open_mode_default(settings.host, settings.open_mode),
+            loopback_only=settings.open_mode is None,
+        )
         if settings.open_mode and not is_loopback(settings.host):
-            log.warning("open mode on a non-loopback bind (%s): requests without a known key are served as "
-                        "tenant %r", settings.host, services.config.open_tenant)
+            log.warning(
+                "open mode on a non-loopback bind (%s): requests without a known key are served as tenant %r",
+                settings.host,
+                services.config.open_tenant,
+            )
         self.guardrail = Guardrail(services.executor, services.audit, family=services.family)
         self.chat = ChatService(self.guardrail, services.upstreams, settings)
 
@@ -60,13 +71,19 @@ class Gateway:
 
     async def check(self, ctx: RequestContext, body: GuardCheckRequest) -> GuardCheckResponse:
         messages = parse_messages(body.messages)
-        check_messages(messages, max_messages=self.settings.max_messages,
-                       max_chars=self.settings.max_message_chars)
+        check_messages(
+            messages, max_messages=self.settings.max_messages, max_chars=self.settings.max_message_chars
+        )
         policy = resolve_policy(self.policies, ctx, body.policy)
         checked = await self.guardrail.check(ctx, policy, messages, body.direction)
-        return GuardCheckResponse(request_id=ctx.request_id, policy=policy.ref, direction=body.direction,
-                                  decision=checked.decision, results=checked.results,
-                                  check_ms=round(checked.check_ms, 3))
+        return GuardCheckResponse(
+            request_id=ctx.request_id,
+            policy=policy.ref,
+            direction=body.direction,
+            decision=checked.decision,
+            results=checked.results,
+            check_ms=round(checked.check_ms, 3),
+        )
 
     # ------------------------------------------------------------------ moderations
 
@@ -77,8 +94,9 @@ class Gateway:
         executor = self.services.executor
         lg_requests = [LlamaGuardRequest(conversation=[Message(role="user", content=t)]) for t in texts]
         pg_requests = [PromptGuardRequest(text=t, source="user") for t in texts]
-        lg, pg = await asyncio.gather(executor.llama_guard(lg_requests, timeout),
-                                      _optional(executor.prompt_guard(pg_requests, timeout)))
+        lg, pg = await asyncio.gather(
+            executor.llama_guard(lg_requests, timeout), _optional(executor.prompt_guard(pg_requests, timeout))
+        )
         mapping = self.services.moderation_map
         results = [moderation_result(mapping, lg[i], pg[i] if pg else None) for i in range(len(texts))]
         return ModerationResponse(model=lg[0].model.model if lg else "llama-guard", results=results)
@@ -90,9 +108,14 @@ class Gateway:
         route = ctx.tenant.route_for("")
         if route is not None:
             with contextlib.suppress(GuardError, asyncio.TimeoutError, KeyError, TypeError, ValueError):
-                listing = await asyncio.wait_for(self.services.upstreams.client(route).models(), PROBE_TIMEOUT_S)
-                cards += [ModelCard(id=m["id"], owned_by=str(m.get("owned_by", "upstream")))
-                          for m in listing.get("data", []) if isinstance(m, dict) and "id" in m]
+                listing = await asyncio.wait_for(
+                    self.services.upstreams.client(route).models(), PROBE_TIMEOUT_S
+                )
+                cards += [
+                    ModelCard(id=m["id"], owned_by=str(m.get("owned_by", "upstream")))
+                    for m in listing.get("data", [])
+                    if isinstance(m, dict) and "id" in m
+                ]
         return ModelList(data=cards)
 
     async def guard_models(self) -> list[str]:
@@ -115,13 +138,20 @@ class Gateway:
             report["models"][status.queue] = "ready" if status.loaded else (status.error or "loading")
         for url, ok in (await self._probe_upstreams()).items():
             report["upstreams"][url] = "reachable" if ok else "unreachable"
-        ready = bool(statuses) and all(v == "ready" for v in report["models"].values()) and \
-            all(v == "reachable" for v in report["upstreams"].values())
+        ready = (
+            bool(statuses)
+            and all(v == "ready" for v in report["models"].values())
+            and all(v == "reachable" for v in report["upstreams"].values())
+        )
         return ready, report
 
     async def _probe_upstreams(self) -> dict[str, bool]:
-        routes = {r.upstream: r for t in self.services.config.tenants.values() for r in
-                  [t.route_for(""), *t.routes.values()] if r is not None}
+        routes = {
+            r.upstream: r
+            for t in self.services.config.tenants.values()
+            for r in [t.route_for(""), *t.routes.values()]
+            if r is not None
+        }
 
         async def probe(route: Any) -> bool:
             try:
@@ -150,8 +180,15 @@ class Gateway:
         from guard.audit import review
 
         require_admin(principal)
-        return await asyncio.to_thread(review.decide, self.services.audit, record_id, verdict, note,  # type: ignore[arg-type]
-                                       principal.key_id, principal.tenant)
+        return await asyncio.to_thread(
+            review.decide,
+            self.services.audit,
+            record_id,
+            verdict,
+            note,  # type: ignore[arg-type]
+            principal.key_id,
+            principal.tenant,
+        )
 
 
 def _moderation_texts(value: Any) -> list[str]:

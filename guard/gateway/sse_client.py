@@ -52,7 +52,8 @@ class _Connection(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check here.
+        self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
@@ -137,8 +138,9 @@ class _Connection(asyncio.Protocol):
 class SSEClient:
     """POST JSON, iterate ``data:`` payloads; one instance per upstream base URL."""
 
-    def __init__(self, base_url: str, *, headers: dict[str, str], timeout_s: float,
-                 connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, *, headers: dict[str, str], timeout_s: float, connect_timeout_s: float = 10.0
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UpstreamError(f"upstream URL {base_url!r} is not an http(s) URL")
@@ -188,9 +190,13 @@ class SSEClient:
         raise AssertionError("unreachable")
 
     def _request(self, path: str, body: bytes) -> bytes:
-        return (f"POST {self._prefix}{path} HTTP/1.1\r\n".encode("latin-1") + self._head +
-                b"Content-Type: application/json\r\nAccept: text/event-stream\r\n" +
-                f"Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body)
+        return (
+            f"POST {self._prefix}{path} HTTP/1.1\r\n".encode("latin-1")
+            + self._head
+            + b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode("latin-1")
+            + body
+        )
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -198,10 +204,14 @@ class SSEClient:
             async with asyncio.timeout(self._connect_timeout_s):
                 _, conn = await loop.create_connection(_Connection, self._host, self._port, ssl=self._ssl)
         except TimeoutError:
-            raise UpstreamTimeout(f"connecting to the upstream at {self._host}:{self._port} timed out") from None
+            raise UpstreamTimeout(
+                f"connecting to the upstream at {self._host}:{self._port} timed out"
+            ) from None
         except OSError as exc:
-            raise UpstreamError(f"the upstream at {self._host}:{self._port} is unreachable: "
-                                f"{exc.strerror or type(exc).__name__}") from None
+            raise UpstreamError(
+                f"the upstream at {self._host}:{self._port} is unreachable: "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
         return conn
 
     async def _read_all(self, conn: _Connection) -> bytes:

@@ -69,8 +69,9 @@ def _is_tail(chunk: Chunk) -> bool:
 
 
 class GuardedStream:
-    def __init__(self, settings: StreamSettings, check: WindowCheck, *, refusal: str | None,
-                 redaction: str) -> None:
+    def __init__(
+        self, settings: StreamSettings, check: WindowCheck, *, refusal: str | None, redaction: str
+    ) -> None:
         self.settings = settings
         self.outcome = StreamOutcome()
         self._check = check
@@ -91,7 +92,9 @@ class GuardedStream:
         """The chunks to send, grouped as released (a whole window at once in ``hold_back``), so
         the caller can write each group in one go. Closing this closes ``chunks`` (the upstream
         connection) too."""
-        inner = self._stream_first(chunks) if self.settings.mode == "stream_first" else self._hold_back(chunks)
+        inner = (
+            self._stream_first(chunks) if self.settings.mode == "stream_first" else self._hold_back(chunks)
+        )
         try:
             async with contextlib.aclosing(inner):
                 async for batch in inner:
@@ -179,8 +182,9 @@ class GuardedStream:
             for task in checks:
                 task.cancel()
 
-    async def _next_or_violation(self, iterator: AsyncIterator[Chunk],
-                                 checks: set[asyncio.Task[Decision]]) -> Chunk | None:
+    async def _next_or_violation(
+        self, iterator: AsyncIterator[Chunk], checks: set[asyncio.Task[Decision]]
+    ) -> Chunk | None:
         """The next upstream chunk, unless a running check reports a block first."""
         self._collect(checks)
         if self.outcome.blocked:
@@ -229,13 +233,20 @@ class GuardedStream:
 
     def _with_content(self, chunk: Chunk, content: str) -> Chunk:
         choice = {"index": 0, "delta": {"content": content}, "finish_reason": None}
-        return {**self._base(), "choices": [choice]} if chunk is self._shape else {
-            **chunk, "choices": [{**chunk["choices"][0], "delta": {"content": content}}]}
+        return (
+            {**self._base(), "choices": [choice]}
+            if chunk is self._shape
+            else {**chunk, "choices": [{**chunk["choices"][0], "delta": {"content": content}}]}
+        )
 
     def _block_chunk(self) -> Chunk:
         delta = {"content": self._refusal} if self._refusal and not self.outcome.released_pieces else {}
         return {**self._base(), "choices": [{"index": 0, "delta": delta, "finish_reason": "content_filter"}]}
 
     def _base(self) -> Chunk:
-        return {"id": self._shape["id"], "object": "chat.completion.chunk",
-                "created": self._shape["created"], "model": self._shape["model"]}
+        return {
+            "id": self._shape["id"],
+            "object": "chat.completion.chunk",
+            "created": self._shape["created"],
+            "model": self._shape["model"],
+        }

@@ -40,17 +40,32 @@ class RawChunk(dict[str, Any]):
 
 
 class UpstreamClient:
-    def __init__(self, base_url: str, *, api_key: str | None, timeout_s: float,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None,
+        timeout_s: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         verify = ssl.create_default_context() if self.base_url.startswith("https") else False
-        self._shards = [httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, limits=_LIMITS, transport=transport, verify=verify,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))) for _ in range(SHARDS)]
+        self._shards = [
+            httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=headers,
+                limits=_LIMITS,
+                transport=transport,
+                verify=verify,
+                timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+            )
+            for _ in range(SHARDS)
+        ]
         self._turn = itertools.count()
-        self._sse = SSEClient(self.base_url, headers=headers, timeout_s=timeout_s,
-                              connect_timeout_s=min(timeout_s, 10.0))
+        self._sse = SSEClient(
+            self.base_url, headers=headers, timeout_s=timeout_s, connect_timeout_s=min(timeout_s, 10.0)
+        )
 
     @property
     def _client(self) -> httpx.AsyncClient:
@@ -115,8 +130,12 @@ class UpstreamPool:
         key = (route.upstream.rstrip("/"), route.upstream_api_key_env)
         client = self._clients.get(key)
         if client is None:
-            client = UpstreamClient(route.upstream, api_key=api_key_from_env(route.upstream_api_key_env),
-                                    timeout_s=self._timeout_s, transport=self._transport)
+            client = UpstreamClient(
+                route.upstream,
+                api_key=api_key_from_env(route.upstream_api_key_env),
+                timeout_s=self._timeout_s,
+                transport=self._transport,
+            )
             self._clients[key] = client
         return client
 

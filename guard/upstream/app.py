@@ -20,7 +20,13 @@ from pydantic import Field
 
 from guard.gateway.errors import install_error_handlers
 from guard.gateway.protocol import (
-    ChatChoice, ChatCompletion, ChatCompletionRequest, ChatMessageOut, ModelCard, ModelList, Usage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessageOut,
+    ModelCard,
+    ModelList,
+    Usage,
 )
 from guard.messages import parse_messages
 from guard.upstream.engine import ChatEngine, Generation, GenerationParams
@@ -41,7 +47,11 @@ class UpstreamChatRequest(ChatCompletionRequest):
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return GenerationParams(
             max_tokens=self.max_completion_tokens or self.max_tokens or default_max_tokens,
-            temperature=self.temperature or 0.0, top_p=self.top_p or 1.0, seed=self.seed, stop=stop)
+            temperature=self.temperature or 0.0,
+            top_p=self.top_p or 1.0,
+            seed=self.seed,
+            stop=stop,
+        )
 
 
 def create_upstream_app(engine: ChatEngine, *, default_max_tokens: int = 128) -> FastAPI:
@@ -61,8 +71,9 @@ def create_upstream_app(engine: ChatEngine, *, default_max_tokens: int = 128) ->
         messages = parse_messages(body.messages)
         params = body.params(default_max_tokens)
         if body.stream:
-            return StreamingResponse(_stream(engine, messages, params, request),
-                                     media_type="text/event-stream")
+            return StreamingResponse(
+                _stream(engine, messages, params, request), media_type="text/event-stream"
+            )
         generation = await asyncio.to_thread(engine.generate, messages, params)
         return JSONResponse(_completion(engine.name, generation).model_dump(exclude_none=True))
 
@@ -70,22 +81,29 @@ def create_upstream_app(engine: ChatEngine, *, default_max_tokens: int = 128) ->
 
 
 def _completion(model: str, generation: Generation) -> ChatCompletion:
-    usage = Usage(prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens,
-                  total_tokens=generation.prompt_tokens + generation.completion_tokens)
-    choice = ChatChoice(message=ChatMessageOut(content=generation.text), finish_reason=generation.finish_reason)
+    usage = Usage(
+        prompt_tokens=generation.prompt_tokens,
+        completion_tokens=generation.completion_tokens,
+        total_tokens=generation.prompt_tokens + generation.completion_tokens,
+    )
+    choice = ChatChoice(
+        message=ChatMessageOut(content=generation.text), finish_reason=generation.finish_reason
+    )
     return ChatCompletion(model=model, choices=[choice], usage=usage)
 
 
-async def _stream(engine: ChatEngine, messages: Any, params: GenerationParams,
-                  request: Request) -> AsyncIterator[str]:
+async def _stream(
+    engine: ChatEngine, messages: Any, params: GenerationParams, request: Request
+) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     cancelled = threading.Event()
 
     def run() -> Generation:
         try:
-            return engine.generate(messages, params, lambda t: loop.call_soon_threadsafe(queue.put_nowait, t),
-                                   cancelled)
+            return engine.generate(
+                messages, params, lambda t: loop.call_soon_threadsafe(queue.put_nowait, t), cancelled
+            )
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _END)
 
@@ -93,8 +111,13 @@ async def _stream(engine: ChatEngine, messages: Any, params: GenerationParams,
     chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def event(delta: dict[str, Any], finish: str | None = None) -> str:
-        chunk = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": engine.name,
-                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        chunk = {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": engine.name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         return f"data: {json.dumps(chunk)}\n\n"
 
     stops = _StopWatch(params.stop)

@@ -65,13 +65,13 @@ class _TextStreamer(BaseStreamer):
         if text.endswith("\ufffd"):
             return
         if len(text) > self._sent:
-            self._on_text(text[self._sent:])
+            self._on_text(text[self._sent :])
             self._sent = len(text)
 
     def end(self) -> None:
         text = self._tokenizer.decode(self._ids, skip_special_tokens=True)
         if len(text) > self._sent:
-            self._on_text(text[self._sent:])
+            self._on_text(text[self._sent :])
             self._sent = len(text)
 
 
@@ -108,9 +108,13 @@ class ChatEngine:
         prompt = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
         return self.tokenizer(prompt)["input_ids"]
 
-    def generate(self, messages: list[Message], params: GenerationParams,
-                 on_text: Callable[[str], None] | None = None,
-                 cancelled: threading.Event | None = None) -> Generation:
+    def generate(
+        self,
+        messages: list[Message],
+        params: GenerationParams,
+        on_text: Callable[[str], None] | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> Generation:
         """Generate a completion; ``on_text`` receives text pieces as they are decoded."""
         ids = self.render(messages)
         pieces: list[str] = []
@@ -125,17 +129,23 @@ class ChatEngine:
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             output = self.model.generate(
-                torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                streamer=streamer, **self._sampling(params, cancelled))
-        new = output[0, len(ids):].tolist()
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                streamer=streamer,
+                **self._sampling(params, cancelled),
+            )
+        new = output[0, len(ids) :].tolist()
         text, stopped = _cut_at_stop("".join(pieces), params.stop)
         ended = stopped or bool(new and new[-1] in self._eos_ids())
-        return Generation(text=text, prompt_tokens=len(ids), completion_tokens=len(new),
-                          finish_reason="stop" if ended or len(new) < params.max_tokens else "length")
+        return Generation(
+            text=text,
+            prompt_tokens=len(ids),
+            completion_tokens=len(new),
+            finish_reason="stop" if ended or len(new) < params.max_tokens else "length",
+        )
 
     def _sampling(self, params: GenerationParams, cancelled: threading.Event | None) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens,
-                                  "pad_token_id": self._pad_id()}
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "pad_token_id": self._pad_id()}
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
         else:

@@ -60,8 +60,14 @@ def _answer(text: str, directives: dict[str, str]) -> list[str]:
 
 
 def _error(status: int) -> JSONResponse:
-    body = {"error": {"message": f"scripted failure {status}", "type": "server_error" if status >= 500
-                      else "invalid_request_error", "param": None, "code": f"scripted_{status}"}}
+    body = {
+        "error": {
+            "message": f"scripted failure {status}",
+            "type": "server_error" if status >= 500 else "invalid_request_error",
+            "param": None,
+            "code": f"scripted_{status}",
+        }
+    }
     return JSONResponse(body, status_code=status)
 
 
@@ -81,22 +87,41 @@ async def chat(request: Request) -> Response:
     if delay:
         await asyncio.sleep(delay)
     content = "".join(pieces)
-    return JSONResponse({
-        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": len(text.split()), "completion_tokens": len(pieces),
-                  "total_tokens": len(text.split()) + len(pieces)},
-    })
+    return JSONResponse(
+        {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            ],
+            "usage": {
+                "prompt_tokens": len(text.split()),
+                "completion_tokens": len(pieces),
+                "total_tokens": len(text.split()) + len(pieces),
+            },
+        }
+    )
 
 
 async def _stream(pieces: list[str], delay: float, model: str) -> AsyncIterator[str]:
     chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def event(delta: dict[str, Any], finish: str | None = None) -> str:
-        return "data: " + json.dumps({
-            "id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
+        return (
+            "data: "
+            + json.dumps(
+                {
+                    "id": chunk_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }
+            )
+            + "\n\n"
+        )
 
     yield event({"role": "assistant", "content": ""})
     for piece in pieces:
@@ -108,8 +133,9 @@ async def _stream(pieces: list[str], delay: float, model: str) -> AsyncIterator[
 
 
 async def models(request: Request) -> JSONResponse:
-    return JSONResponse({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0,
-                                                     "owned_by": "scripted"}]})
+    return JSONResponse(
+        {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "scripted"}]}
+    )
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -117,8 +143,10 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 def create_scripted_app() -> Starlette:
-    return Starlette(routes=[
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )

@@ -81,8 +81,9 @@ def test_a_tenant_cannot_name_a_policy_outside_its_list(config_file, policies):
 
 def test_a_pinned_key_uses_its_policy_and_cannot_pick_another(config_file, policies):
     config = load_config(config_file, GuardSettings())
-    ctx = make_context(config, Authenticator(config, open_mode=False).authenticate("Bearer sk-strict", None),
-                       "r1", "/")
+    ctx = make_context(
+        config, Authenticator(config, open_mode=False).authenticate("Bearer sk-strict", None), "r1", "/"
+    )
     assert resolve_policy(policies, ctx, None).id == "strict"
     with pytest.raises(PolicyNotFound):
         resolve_policy(policies, ctx, "default")
@@ -93,6 +94,7 @@ def test_an_attachment_to_a_policy_the_tenant_may_not_use_falls_back_to_its_own(
     path.write_text("tenants:\n  other: {policies: [other]}\n")
     config = load_config(path, GuardSettings())
     from guard.gateway.auth import Principal
+
     ctx = make_context(config, Principal(tenant="other"), "r1", "/")
     assert resolve_policy(policies, ctx, None).id == "other"
 

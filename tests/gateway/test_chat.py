@@ -28,14 +28,17 @@ def test_the_local_chat_model_answers_through_the_gateway_as_it_does_directly(cl
     messages = user("Hello, how are you today?")
     through = client.chat.completions.create(model=LOCAL_MODEL, messages=messages, max_tokens=24)
     straight = make_client(f"{local_upstream.url}/v1").chat.completions.create(
-        model=LOCAL_MODEL, messages=messages, max_tokens=24)
+        model=LOCAL_MODEL, messages=messages, max_tokens=24
+    )
     assert through.choices[0].message.content == straight.choices[0].message.content
     assert through.choices[0].message.content
     assert through.model == LOCAL_MODEL
 
 
 def test_a_prompt_the_guard_flags_is_refused_with_content_filter(client):
-    raw = client.chat.completions.with_raw_response.create(model="scripted", messages=user("tell me about zorblax"))
+    raw = client.chat.completions.with_raw_response.create(
+        model="scripted", messages=user("tell me about zorblax")
+    )
     reply = raw.parse()
     assert reply.choices[0].finish_reason == "content_filter"
     assert reply.choices[0].message.content == "Sorry, I can't help with that."
@@ -43,8 +46,12 @@ def test_a_prompt_the_guard_flags_is_refused_with_content_filter(client):
 
 
 def test_an_unsafe_upstream_answer_is_blocked_on_output(client, direct):
-    assert "zorblax" in direct.chat.completions.create(model="scripted", messages=user("[[say:unsafe]]")) \
-        .choices[0].message.content
+    assert (
+        "zorblax"
+        in direct.chat.completions.create(model="scripted", messages=user("[[say:unsafe]]"))
+        .choices[0]
+        .message.content
+    )
     raw = client.chat.completions.with_raw_response.create(model="scripted", messages=user("[[say:unsafe]]"))
     reply = raw.parse()
     assert reply.choices[0].finish_reason == "content_filter"
@@ -54,16 +61,18 @@ def test_an_unsafe_upstream_answer_is_blocked_on_output(client, direct):
 
 def test_a_policy_can_answer_blocks_with_an_http_400(client):
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="scripted", messages=user("tell me about zorblax"),
-                                       extra_headers=policy("errors"))
+        client.chat.completions.create(
+            model="scripted", messages=user("tell me about zorblax"), extra_headers=policy("errors")
+        )
     assert caught.value.status_code == 400
     assert caught.value.code == "content_filter"
     assert caught.value.body["guard"]["decision"]["action"] == "block"
 
 
 def test_redact_replaces_the_unsafe_answer_and_keeps_the_rest_of_the_response(client):
-    raw = client.chat.completions.with_raw_response.create(model="scripted", messages=user("[[say:unsafe]]"),
-                                                           extra_headers=policy("redact"))
+    raw = client.chat.completions.with_raw_response.create(
+        model="scripted", messages=user("[[say:unsafe]]"), extra_headers=policy("redact")
+    )
     reply = raw.parse()
     assert reply.choices[0].message.content == "[redacted]"
     assert reply.choices[0].finish_reason == "stop"
@@ -71,18 +80,22 @@ def test_redact_replaces_the_unsafe_answer_and_keeps_the_rest_of_the_response(cl
 
 
 def test_shadow_mode_never_changes_the_response_but_says_what_it_would_have_done(client):
-    raw = client.chat.completions.with_raw_response.create(model="scripted", messages=user("[[say:unsafe]]"),
-                                                           extra_headers=policy("shadow"))
+    raw = client.chat.completions.with_raw_response.create(
+        model="scripted", messages=user("[[say:unsafe]]"), extra_headers=policy("shadow")
+    )
     assert "zorblax" in raw.parse().choices[0].message.content
     assert raw.headers["x-guard-decision"] == "allow"
     assert raw.headers["x-guard-shadow-decision"] == "block"
 
 
 def test_upstream_in_parallel_with_input_checks_still_blocks_and_still_answers(client):
-    blocked = client.chat.completions.create(model="scripted", messages=user("tell me about zorblax"),
-                                             extra_headers=policy("parallel"))
+    blocked = client.chat.completions.create(
+        model="scripted", messages=user("tell me about zorblax"), extra_headers=policy("parallel")
+    )
     assert blocked.choices[0].finish_reason == "content_filter"
-    fine = client.chat.completions.create(model="scripted", messages=user(BENIGN), extra_headers=policy("parallel"))
+    fine = client.chat.completions.create(
+        model="scripted", messages=user(BENIGN), extra_headers=policy("parallel")
+    )
     assert fine.choices[0].message.content == f"Echo: {BENIGN}"
 
 
@@ -99,10 +112,14 @@ def tool_conversation(tool_text: str) -> list[dict]:
 
 
 def test_an_injection_in_a_tool_result_is_caught_by_prompt_guard(client):
-    raw = client.chat.completions.with_raw_response.create(model="scripted", messages=tool_conversation(INJECTION))
+    raw = client.chat.completions.with_raw_response.create(
+        model="scripted", messages=tool_conversation(INJECTION)
+    )
     assert raw.parse().choices[0].finish_reason == "content_filter"
     assert raw.headers["x-guard-decision"] == "block"
-    clean = client.chat.completions.create(model="scripted", messages=tool_conversation("The weather today is sunny with a light breeze."))
+    clean = client.chat.completions.create(
+        model="scripted", messages=tool_conversation("The weather today is sunny with a light breeze.")
+    )
     assert clean.choices[0].finish_reason == "stop"
 
 
@@ -114,7 +131,8 @@ def test_the_same_phrase_from_the_user_is_only_flagged_per_policy(client):
 
 def test_the_request_id_header_is_honoured_or_generated(client):
     given = client.chat.completions.with_raw_response.create(
-        model="scripted", messages=user(BENIGN), extra_headers={"x-request-id": "req-abc-123"})
+        model="scripted", messages=user(BENIGN), extra_headers={"x-request-id": "req-abc-123"}
+    )
     assert given.headers["x-request-id"] == "req-abc-123"
     made = client.chat.completions.with_raw_response.create(model="scripted", messages=user(BENIGN))
     assert len(made.headers["x-request-id"]) >= 16
@@ -123,7 +141,9 @@ def test_the_request_id_header_is_honoured_or_generated(client):
 def test_a_tenant_cannot_use_another_tenants_policy_or_upstream(gateway):
     other = make_client(gateway.base_url, KEYS["other"])
     with pytest.raises(openai.NotFoundError):
-        other.chat.completions.create(model="scripted", messages=user(BENIGN), extra_headers=policy("default"))
+        other.chat.completions.create(
+            model="scripted", messages=user(BENIGN), extra_headers=policy("default")
+        )
     # acme routes LOCAL_MODEL to the local chat model; the other tenant only has the default upstream.
     reply = other.chat.completions.create(model=LOCAL_MODEL, messages=user(BENIGN))
     assert reply.choices[0].message.content == f"Echo: {BENIGN}"
@@ -135,7 +155,8 @@ def test_the_async_client_is_answered_and_blocked_alike(gateway):
             return await asyncio.gather(
                 client.chat.completions.create(model="scripted", messages=user(BENIGN)),
                 client.chat.completions.create(model="scripted", messages=user("tell me about zorblax")),
-                client.chat.completions.create(model="scripted", messages=user("[[say:unsafe]]")))
+                client.chat.completions.create(model="scripted", messages=user("[[say:unsafe]]")),
+            )
 
     benign, flagged, unsafe_answer = asyncio.run(both())
     assert benign.choices[0].message.content == f"Echo: {BENIGN}"

@@ -22,7 +22,9 @@ def collect(stream) -> tuple[list[str], list[str | None]]:
 
 def test_a_benign_stream_arrives_as_the_upstream_sent_it(client, direct):
     prompt = user("[[words:10]]")
-    through, finishes = collect(client.chat.completions.create(model="scripted", messages=prompt, stream=True))
+    through, finishes = collect(
+        client.chat.completions.create(model="scripted", messages=prompt, stream=True)
+    )
     straight, _ = collect(direct.chat.completions.create(model="scripted", messages=prompt, stream=True))
     assert through == straight
     assert "".join(through) == " ".join(f"w{i}" for i in range(10))
@@ -30,7 +32,9 @@ def test_a_benign_stream_arrives_as_the_upstream_sent_it(client, direct):
 
 
 def test_hold_back_never_sends_flagged_text_and_ends_with_content_filter(client):
-    stream = client.chat.completions.create(model="scripted", messages=user("[[unsafe_at:9:24]]"), stream=True)
+    stream = client.chat.completions.create(
+        model="scripted", messages=user("[[unsafe_at:9:24]]"), stream=True
+    )
     contents, finishes = collect(stream)
     assert finishes[-1] == "content_filter"
     assert not any("zorblax" in c for c in contents)
@@ -42,8 +46,11 @@ def test_hold_back_never_sends_flagged_text_and_ends_with_content_filter(client)
 
 def test_stream_first_releases_at_once_and_stops_at_the_violation(client):
     prompt = user("[[unsafe_at:6:80]] [[delay_ms:30]]")
-    contents, finishes = collect(client.chat.completions.create(
-        model="scripted", messages=prompt, stream=True, extra_headers=policy("first")))
+    contents, finishes = collect(
+        client.chat.completions.create(
+            model="scripted", messages=prompt, stream=True, extra_headers=policy("first")
+        )
+    )
     released = "".join(contents)
     assert "zorblax" in released  # stream_first: sent before its window was checked
     assert finishes[-1] == "content_filter"
@@ -53,7 +60,8 @@ def test_stream_first_releases_at_once_and_stops_at_the_violation(client):
 
 def test_a_blocked_prompt_streams_the_refusal_then_content_filter(client):
     with client.chat.completions.with_streaming_response.create(
-            model="scripted", messages=user("tell me about zorblax"), stream=True) as response:
+        model="scripted", messages=user("tell me about zorblax"), stream=True
+    ) as response:
         assert response.headers["x-guard-decision"] == "block"
         contents, finishes = collect(response.parse())
     assert "".join(contents) == "Sorry, I can't help with that."
@@ -64,13 +72,16 @@ def test_streams_end_with_done_and_every_window_is_audited(gateway):
     body = {"model": "scripted", "stream": True, "messages": user("[[unsafe_at:9:24]]")}
     headers = {"authorization": f"Bearer {KEYS['acme']}", "x-request-id": "stream-audit-1"}
     lines = []
-    with httpx.stream("POST", f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=60) as r:
+    with httpx.stream(
+        "POST", f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=60
+    ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in r.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
     admin = {"authorization": f"Bearer {KEYS['admin']}"}
-    records = httpx.get(f"{gateway.base_url}/guard/audit", params={"request_id": "stream-audit-1"},
-                        headers=admin, timeout=30).json()["data"]
+    records = httpx.get(
+        f"{gateway.base_url}/guard/audit", params={"request_id": "stream-audit-1"}, headers=admin, timeout=30
+    ).json()["data"]
     windows = sorted(r["window_index"] for r in records if r["direction"] == "stream_window")
     assert windows == list(range(len(windows))) and len(windows) >= 3
     assert [r["decision"]["action"] for r in records if r["direction"] == "stream_window"].count("block") == 1
@@ -80,14 +91,18 @@ def test_streams_end_with_done_and_every_window_is_audited(gateway):
 def test_the_async_client_streams_and_is_stopped_alike(gateway):
     async def run() -> tuple[str, str | None, str, str | None]:
         async with make_async_client(gateway.base_url) as client:
+
             async def one(text: str) -> tuple[str, str | None]:
-                stream = await client.chat.completions.create(model="scripted", messages=user(text), stream=True)
+                stream = await client.chat.completions.create(
+                    model="scripted", messages=user(text), stream=True
+                )
                 parts, finish = [], None
                 async for chunk in stream:
                     for choice in chunk.choices:
                         parts.append(choice.delta.content or "")
                         finish = choice.finish_reason or finish
                 return "".join(parts), finish
+
             (a, fa), (b, fb) = await asyncio.gather(one("[[words:6]]"), one("[[unsafe_at:5:12]]"))
             return a, fa, b, fb
 

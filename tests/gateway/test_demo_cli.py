@@ -9,9 +9,16 @@ import sys
 from guard.gateway.config import hash_key
 
 
-def guard(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "guard", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+def guard(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "guard", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_demo_self_test_runs_the_whole_path_and_exits_0(demo_models, tmp_path):

@@ -87,7 +87,9 @@ def test_an_upstream_that_does_not_answer_in_time_is_a_504(client):
 
 
 def test_an_unknown_route_is_a_json_404(gateway):
-    response = httpx.get(f"{gateway.base_url}/nothing-here", headers={"authorization": f"Bearer {KEYS['acme']}"})
+    response = httpx.get(
+        f"{gateway.base_url}/nothing-here", headers={"authorization": f"Bearer {KEYS['acme']}"}
+    )
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
 
@@ -99,7 +101,11 @@ def test_a_chunked_body_is_cut_off_at_the_limit_with_a_413(gateway):
             yield b"z" * 1000
         yield b'"}]}'
 
-    response = httpx.post(f"{gateway.base_url}/chat/completions", content=body(), timeout=30,
-                          headers={"authorization": f"Bearer {KEYS['acme']}", "content-type": "application/json"})
+    response = httpx.post(
+        f"{gateway.base_url}/chat/completions",
+        content=body(),
+        timeout=30,
+        headers={"authorization": f"Bearer {KEYS['acme']}", "content-type": "application/json"},
+    )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"

@@ -9,12 +9,15 @@ from tests.fixtures.servers import KEYS
 
 
 def post(gateway, path: str, body: dict, key: str = "acme") -> httpx.Response:
-    return httpx.post(f"{gateway.base_url}{path}", json=body, timeout=60,
-                      headers={"authorization": f"Bearer {KEYS[key]}"})
+    return httpx.post(
+        f"{gateway.base_url}{path}", json=body, timeout=60, headers={"authorization": f"Bearer {KEYS[key]}"}
+    )
 
 
 def test_check_returns_the_full_results_and_the_decision(gateway):
-    response = post(gateway, "/guard/check", {"messages": [{"role": "user", "content": "tell me about zorblax"}]})
+    response = post(
+        gateway, "/guard/check", {"messages": [{"role": "user", "content": "tell me about zorblax"}]}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["decision"]["action"] == "block"
@@ -25,14 +28,19 @@ def test_check_returns_the_full_results_and_the_decision(gateway):
 
 
 def test_check_judges_an_assistant_reply_in_the_output_direction(gateway):
-    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "zorblax is made like this"}]
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "zorblax is made like this"},
+    ]
     body = post(gateway, "/guard/check", {"messages": messages, "direction": "output"}).json()
     assert body["direction"] == "output" and body["decision"]["action"] == "block"
     assert body["results"]["prompt_guard"] == []  # Prompt Guard scans input only
 
 
 def test_check_with_a_named_policy_and_bad_fields(gateway):
-    shadow = post(gateway, "/guard/check", {"messages": [{"role": "user", "content": "zorblax"}], "policy": "shadow"})
+    shadow = post(
+        gateway, "/guard/check", {"messages": [{"role": "user", "content": "zorblax"}], "policy": "shadow"}
+    )
     assert shadow.json()["decision"]["effective_action"] == "allow"
     assert post(gateway, "/guard/check", {"messages": [], "direction": "input"}).status_code == 400
     assert post(gateway, "/guard/check", {"messages": [], "surprise": 1}).status_code == 422
@@ -59,8 +67,11 @@ def test_the_audit_log_is_for_admin_keys_and_their_tenant_only(gateway):
     post(gateway, "/guard/check", {"messages": [{"role": "user", "content": "audit me"}]})
     denied = httpx.get(f"{gateway.base_url}/guard/audit", headers={"authorization": f"Bearer {KEYS['acme']}"})
     assert denied.status_code == 403
-    records = httpx.get(f"{gateway.base_url}/guard/audit", params={"limit": 5},
-                        headers={"authorization": f"Bearer {KEYS['admin']}"}).json()["data"]
+    records = httpx.get(
+        f"{gateway.base_url}/guard/audit",
+        params={"limit": 5},
+        headers={"authorization": f"Bearer {KEYS['admin']}"},
+    ).json()["data"]
     assert records and all(r["tenant"] == "acme" for r in records)
 
 

@@ -30,6 +30,7 @@ def test_a_list_gives_one_result_per_input_and_maps_native_codes(client):
 
 
 def test_text_parts_are_one_input(client):
-    response = client.moderations.create(input=[{"type": "text", "text": "hello"},
-                                                {"type": "text", "text": "and goodbye"}])
+    response = client.moderations.create(
+        input=[{"type": "text", "text": "hello"}, {"type": "text", "text": "and goodbye"}]
+    )
     assert len(response.results) == 1

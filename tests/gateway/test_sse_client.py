@@ -8,12 +8,14 @@ import json
 import pytest
 
 from guard.errors import UpstreamError, UpstreamTimeout
-from guard.gateway.sse_client import SSEClient, StatusError
 from guard.gateway.server import bind_socket
+from guard.gateway.sse_client import SSEClient, StatusError
 
 
 def body(text: str) -> bytes:
-    return json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": text}]}).encode()
+    return json.dumps(
+        {"model": "m", "stream": True, "messages": [{"role": "user", "content": text}]}
+    ).encode()
 
 
 async def payloads(client: SSEClient, text: str) -> list[bytes]:

@@ -21,8 +21,13 @@ def decision(action: Action) -> Decision:
 
 def chunk(content: str | None, finish: str | None = None) -> dict:
     delta = {} if content is None else {"content": content}
-    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
 
 
 async def upstream(words: list[str], delay: float = 0.0) -> AsyncIterator[dict]:
@@ -49,6 +54,7 @@ class Checker:
 def run(stream: GuardedStream, source: AsyncIterator[dict]) -> list[dict]:
     async def collect() -> list[dict]:
         return [c async for c in stream.run(source)]
+
     return asyncio.run(collect())
 
 
@@ -61,8 +67,10 @@ WORDS = [f" w{i}" for i in range(10)]
 
 def test_hold_back_releases_every_chunk_of_a_clean_answer_in_order():
     checker = Checker()
-    out = run(GuardedStream(StreamSettings("hold_back", 4, 1), checker, refusal="no", redaction="[x]"),
-              upstream(WORDS))
+    out = run(
+        GuardedStream(StreamSettings("hold_back", 4, 1), checker, refusal="no", redaction="[x]"),
+        upstream(WORDS),
+    )
     assert "".join(texts(out)) == "".join(WORDS)
     assert out[-1]["choices"][0]["finish_reason"] == "stop"
     # 10 pieces in windows of 4: 3 checks, each after the first carrying one piece of overlap.
@@ -72,8 +80,10 @@ def test_hold_back_releases_every_chunk_of_a_clean_answer_in_order():
 
 def test_hold_back_never_releases_the_window_that_carries_the_flagged_text():
     words = WORDS[:6] + [" zorblax"] + WORDS[6:]
-    out = run(GuardedStream(StreamSettings("hold_back", 4, 1), Checker(), refusal="no", redaction="[x]"),
-              upstream(words))
+    out = run(
+        GuardedStream(StreamSettings("hold_back", 4, 1), Checker(), refusal="no", redaction="[x]"),
+        upstream(words),
+    )
     released = "".join(texts(out))
     assert "zorblax" not in released
     assert released == "".join(words[:4])  # the first window only
@@ -82,15 +92,19 @@ def test_hold_back_never_releases_the_window_that_carries_the_flagged_text():
 
 def test_hold_back_catches_a_word_split_across_two_windows_through_the_overlap():
     words = [" a", " b", " c", " zorb", "lax", " d", " e", " f"]
-    out = run(GuardedStream(StreamSettings("hold_back", 4, 1), Checker(), refusal="no", redaction="[x]"),
-              upstream(words))
+    out = run(
+        GuardedStream(StreamSettings("hold_back", 4, 1), Checker(), refusal="no", redaction="[x]"),
+        upstream(words),
+    )
     assert out[-1]["choices"][0]["finish_reason"] == "content_filter"
     assert "lax" not in "".join(texts(out))
 
 
 def test_a_block_before_anything_was_released_carries_the_refusal_text():
-    out = run(GuardedStream(StreamSettings("hold_back", 4, 1), Checker(), refusal="Sorry.", redaction="[x]"),
-              upstream([" zorblax", " w1"]))
+    out = run(
+        GuardedStream(StreamSettings("hold_back", 4, 1), Checker(), refusal="Sorry.", redaction="[x]"),
+        upstream([" zorblax", " w1"]),
+    )
     assert texts(out) == ["Sorry."]
     assert out[0]["choices"][0]["finish_reason"] == "content_filter"
     assert out[0]["id"] == "c1" and out[0]["object"] == "chat.completion.chunk"
@@ -99,8 +113,10 @@ def test_a_block_before_anything_was_released_carries_the_refusal_text():
 def test_hold_back_redact_replaces_the_window_and_goes_on():
     words = WORDS[:4] + [" zorblax", " w5", " w6", " w7"] + WORDS[8:]
     checker = Checker(action=Action.REDACT)
-    out = run(GuardedStream(StreamSettings("hold_back", 4, 0), checker, refusal="no", redaction="[x]"),
-              upstream(words))
+    out = run(
+        GuardedStream(StreamSettings("hold_back", 4, 0), checker, refusal="no", redaction="[x]"),
+        upstream(words),
+    )
     assert "".join(texts(out)) == "".join(WORDS[:4]) + "[x]" + "".join(WORDS[8:])
     assert out[-1]["choices"][0]["finish_reason"] == "stop"
 
@@ -117,8 +133,9 @@ def test_stream_first_releases_before_checking_and_stops_at_the_violation():
 
 
 def test_stream_first_holds_the_finish_chunk_until_the_last_window_passed():
-    stream = GuardedStream(StreamSettings("stream_first", 4, 1), Checker(delay=0.05), refusal="no",
-                           redaction="[x]")
+    stream = GuardedStream(
+        StreamSettings("stream_first", 4, 1), Checker(delay=0.05), refusal="no", redaction="[x]"
+    )
     out = run(stream, upstream([" w1", " w2", " zorblax"]))
     assert [c["choices"][0]["finish_reason"] for c in out].count("stop") == 0
     assert out[-1]["choices"][0]["finish_reason"] == "content_filter"

@@ -14,7 +14,6 @@ from guard.gateway.context import RequestContext
 from guard.gateway.protocol import ErrorResponse
 from guard.gateway.serving import Gateway
 
-
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -38,8 +37,9 @@ async def read_body(request: Request, model: type[M]) -> M:
     try:
         data = json.loads(raw)
     except ValueError as exc:
-        raise RequestValidationError([{"loc": ("body",), "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]) \
-            from None
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]
+        ) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -49,7 +49,12 @@ async def read_body(request: Request, model: type[M]) -> M:
 
 def schema_of(model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI request body for a route that reads its body with ``read_body``."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
 
 
 # Error statuses a route may answer with, for the OpenAPI schema.

@@ -19,7 +19,9 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     """Models (or workers) loaded and every configured upstream reachable."""
     ready, report = await gateway(request).readiness()
-    return JSONResponse({"status": "ready" if ready else "not_ready", **report}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", **report}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/metrics")

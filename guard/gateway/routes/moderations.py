@@ -10,6 +10,7 @@ router = APIRouter()
 
 
 @router.post("/v1/moderations", responses=ERRORS)
-async def moderations(body: ModerationRequest, request: Request,
-                      ctx: RequestContext = Depends(context)) -> ModerationResponse:
+async def moderations(
+    body: ModerationRequest, request: Request, ctx: RequestContext = Depends(context)
+) -> ModerationResponse:
     return await gateway(request).moderate(body)
