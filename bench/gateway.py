@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from guard.gateway.sse_client import SSEClient
 from guard.types import LlamaGuardResult, ModelInfo, PromptGuardResult
 
 LG_INFO = ModelInfo(model="zero-cost-llama-guard", family="llama-guard-3-1b")
@@ -136,70 +137,62 @@ def run_gateway(port: int, upstream: str, audit: str, workdir: Path) -> None:
 # --------------------------------------------------------------------------- load
 
 
-async def one_stream(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> tuple[float, float]:
+async def one_stream(client: SSEClient, body: bytes) -> tuple[float, float]:
+    """(full stream time, time to the first content chunk), in seconds."""
     started = time.perf_counter()
     first = 0.0
-    async with client.stream("POST", url, json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not first and line.startswith("data:") and '"content":"w' in line.replace(" ", ""):
-                first = time.perf_counter() - started
-            if line == "data: [DONE]":
-                break
+    async for payload in client.stream("/chat/completions", body):
+        if not first and (b'"content": "w' in payload or b'"content":"w' in payload):
+            first = time.perf_counter() - started
     return time.perf_counter() - started, first
 
 
 async def worker(
-    client: httpx.AsyncClient,
-    url: str,
-    body: dict[str, Any],
-    count: int,
-    stagger_s: float,
-    out: list[tuple[float, float]],
+    client: SSEClient, body: bytes, count: int, stagger_s: float, out: list[tuple[float, float]]
 ) -> None:
     await asyncio.sleep(random.uniform(0, stagger_s))
     for _ in range(count):
-        out.append(await one_stream(client, url, body))
+        out.append(await one_stream(client, body))
 
 
-async def phase(client: httpx.AsyncClient, base: str, args: argparse.Namespace) -> list[tuple[float, float]]:
+async def phase(client: SSEClient, args: argparse.Namespace) -> list[tuple[float, float]]:
     """``streams`` clients, each sending ``per_client`` streams one after another (closed loop),
     with random start offsets so that the load is steady rather than one burst."""
-    body = {
-        "model": "scripted",
-        "stream": True,
-        "messages": [{"role": "user", "content": f"[[words:{args.pieces}]] [[delay_ms:{args.delay_ms}]]"}],
-    }
+    text = f"[[words:{args.pieces}]] [[delay_ms:{args.delay_ms}]]"
+    body = json.dumps(
+        {"model": "scripted", "stream": True, "messages": [{"role": "user", "content": text}]}
+    ).encode()
     stagger = args.pieces * args.delay_ms / 1000
     out: list[tuple[float, float]] = []
-    await asyncio.gather(
-        *(
-            worker(client, f"{base}/chat/completions", body, args.per_client, stagger, out)
-            for _ in range(args.streams)
-        )
-    )
+    await asyncio.gather(*(worker(client, body, args.per_client, stagger, out) for _ in range(args.streams)))
     return out
 
 
 async def measure(
     direct: str, gateway: str, args: argparse.Namespace, gateway_pid: int
 ) -> tuple[dict[str, list[tuple[float, float]]], float]:
-    """Latencies per path, and the gateway's CPU seconds during its measured phases."""
-    limits = httpx.Limits(max_connections=args.streams * 2, max_keepalive_connections=args.streams * 2)
+    """Latencies per path, and the gateway's CPU seconds during its measured phases.
+
+    The load generator reads the streams with guard's lean SSE client: with httpx it would spend
+    more CPU than the gateway itself and skew both paths on a small machine."""
+    headers = {"authorization": "Bearer bench"}
+    clients = {
+        "direct": SSEClient(direct, headers=headers, timeout_s=60),
+        "gateway": SSEClient(gateway, headers=headers, timeout_s=60),
+    }
     results: dict[str, list[tuple[float, float]]] = {"direct": [], "gateway": []}
-    async with httpx.AsyncClient(
-        limits=limits, timeout=60, headers={"authorization": "Bearer bench"}
-    ) as client:
-        warm = argparse.Namespace(**{**vars(args), "per_client": 1})
-        for base in (direct, gateway):  # warm-up: connections, caches
-            await phase(client, base, warm)
-        cpu = 0.0
-        for _ in range(args.rounds):  # alternate, so drift hits both paths alike
-            for name, base in (("direct", direct), ("gateway", gateway)):
-                before = cpu_seconds(gateway_pid)
-                results[name] += await phase(client, base, args)
-                if name == "gateway":
-                    cpu += cpu_seconds(gateway_pid) - before
+    warm = argparse.Namespace(**{**vars(args), "per_client": 1})
+    for client in clients.values():  # warm-up: connections, caches
+        await phase(client, warm)
+    cpu = 0.0
+    for _ in range(args.rounds):  # alternate, so drift hits both paths alike
+        for name, client in clients.items():
+            before = cpu_seconds(gateway_pid)
+            results[name] += await phase(client, args)
+            if name == "gateway":
+                cpu += cpu_seconds(gateway_pid) - before
+    for client in clients.values():
+        client.close()
     return results, cpu
 
 
