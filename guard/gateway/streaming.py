@@ -41,8 +41,12 @@ class StreamOutcome:
     """What happened, for the caller's metrics and final record."""
 
     decisions: list[Decision] = field(default_factory=list)
-    blocked: bool = False
+    blocked_by: Decision | None = None
     released_pieces: int = 0
+
+    @property
+    def blocked(self) -> bool:
+        return self.blocked_by is not None
 
     @property
     def action(self) -> Action:
@@ -134,11 +138,13 @@ class GuardedStream:
         decision = await self._check_window(pieces) if pieces else None
         action = decision.effective_action if decision else Action.ALLOW
         if action is Action.BLOCK:
-            self.outcome.blocked = True
+            self.outcome.blocked_by = decision
             return [self._block_chunk()]
         if action is Action.REDACT:
+            assert decision is not None
             self.outcome.released_pieces += 1
-            return [self._with_content(pending[0] if pending else self._shape, self._redaction)]
+            text = decision.user_message or self._redaction
+            return [self._with_content(pending[0] if pending else self._shape, text)]
         self.outcome.released_pieces += len(pieces)
         return pending
 
@@ -211,8 +217,8 @@ class GuardedStream:
             self._note(task.result())  # a failed check raises here: the stream ends with an error
 
     def _note(self, decision: Decision) -> None:
-        if decision.effective_action is Action.BLOCK:
-            self.outcome.blocked = True
+        if decision.effective_action is Action.BLOCK and self.outcome.blocked_by is None:
+            self.outcome.blocked_by = decision
 
     # ------------------------------------------------------------------ shared
 
@@ -240,7 +246,11 @@ class GuardedStream:
         )
 
     def _block_chunk(self) -> Chunk:
-        delta = {"content": self._refusal} if self._refusal and not self.outcome.released_pieces else {}
+        """The last chunk of a blocked stream; it carries the refusal (the rule's message, else the
+        policy's) only when nothing was sent yet, so it never reads as the end of the answer."""
+        blocker = self.outcome.blocked_by
+        refusal = (blocker.user_message if blocker else None) or self._refusal
+        delta = {"content": refusal} if refusal and not self.outcome.released_pieces else {}
         return {**self._base(), "choices": [{"index": 0, "delta": delta, "finish_reason": "content_filter"}]}
 
     def _base(self) -> Chunk:

@@ -160,3 +160,22 @@ def test_closing_the_guarded_stream_closes_the_upstream():
 
     asyncio.run(take_two())
     assert closed == [True]
+
+
+def test_the_blocking_rules_own_message_replaces_the_policy_refusal():
+    async def check(text: str, index: int) -> Decision:
+        if "zorblax" not in text:
+            return decision(Action.ALLOW)
+        return Decision(
+            action=Action.BLOCK,
+            effective_action=Action.BLOCK,
+            direction="output",
+            policy=POLICY,
+            user_message="Please reach out to someone you trust.",
+        )
+
+    out = run(
+        GuardedStream(StreamSettings("hold_back", 4, 1), check, refusal="Sorry.", redaction="[x]"),
+        upstream([" zorblax"]),
+    )
+    assert texts(out) == ["Please reach out to someone you trust."]
