@@ -1,0 +1,123 @@
+"""A small, deterministic training loop for the demo causal LMs.
+
+Two things keep it to seconds on two CPU cores:
+
+* loss only on the answer tokens, so the vocabulary projection runs on a handful of positions;
+* examples that share a long prefix (the Llama Guard prompt header, identical for every
+  conversation with the same judged role) compute that prefix once per step, at batch size 1,
+  and expand its key/value cache over the batch. Gradients flow through the shared prefix, so
+  this is the same computation as running every full sequence, only cheaper.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+
+@dataclass(frozen=True)
+class Example:
+    """``prefix + body`` is the prompt; the model learns to continue it with ``answer``."""
+
+    prefix: tuple[int, ...]
+    body: tuple[int, ...]
+    answer: tuple[int, ...]
+
+
+def split_prefix(prompt: Sequence[int], prefix: Sequence[int]) -> tuple[int, ...]:
+    """The prompt ids after ``prefix``; the split must fall on a token boundary."""
+    if list(prompt[: len(prefix)]) != list(prefix):
+        raise ValueError("the prompt does not start with the shared prefix tokens")
+    return tuple(prompt[len(prefix):])
+
+
+def train_causal_lm(model: PreTrainedModel, examples: Sequence[Example], *, steps: int, batch_size: int,
+                    lr: float, pad_id: int, seed: int = 0, validation: Sequence[Example] = (),
+                    max_steps: int | None = None, check_every: int = 50) -> list[float]:
+    """Train in place with AdamW (linear warmup, then constant rate) for ``steps`` steps, then on
+    until greedy decoding reproduces every ``validation`` answer (checked every ``check_every``
+    steps) or ``max_steps`` is reached. Returns the loss of each step."""
+    groups: dict[tuple[int, ...], list[Example]] = defaultdict(list)
+    for example in examples:
+        groups[example.prefix].append(example)
+    rng = random.Random(seed)
+    prefixes = sorted(groups)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    warmup = max(1, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    limit = max(steps, max_steps or steps)
+    losses: list[float] = []
+    for step in range(1, limit + 1):
+        model.train()
+        prefix = rng.choice(prefixes)
+        batch = rng.sample(groups[prefix], min(batch_size, len(groups[prefix])))
+        loss = _batch_loss(model, prefix, batch, pad_id)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step >= steps and step % check_every == 0 and answer_accuracy(model, validation, pad_id) == 1.0:
+            break
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def answer_accuracy(model: PreTrainedModel, examples: Sequence[Example], pad_id: int) -> float:
+    """Fraction of examples whose whole answer is the argmax at every answer position (what greedy
+    decoding would produce); 1.0 for no examples."""
+    if not examples:
+        return 1.0
+    model.eval()
+    groups: dict[tuple[int, ...], list[Example]] = defaultdict(list)
+    for example in examples:
+        groups[example.prefix].append(example)
+    right = 0
+    for prefix, group in groups.items():
+        logits, targets, rows = _answer_logits(model, prefix, group, pad_id)
+        hits = (logits.argmax(-1) == targets).tolist()
+        right += sum(all(h for h, r in zip(hits, rows) if r == i) for i in range(len(group)))
+    return right / len(examples)
+
+
+def _batch_loss(model: PreTrainedModel, prefix: tuple[int, ...], batch: list[Example], pad_id: int) -> torch.Tensor:
+    logits, targets, _ = _answer_logits(model, prefix, batch, pad_id)
+    return torch.nn.functional.cross_entropy(logits, targets)
+
+
+def _answer_logits(model: PreTrainedModel, prefix: tuple[int, ...], batch: list[Example],
+                   pad_id: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Logits at the positions that predict answer tokens, the answer tokens, and each one's row.
+    Sequences are right-padded and need no attention mask: in a causal model, padding after the
+    answer never reaches the positions we score."""
+    seqs = [ex.body + ex.answer for ex in batch]
+    width = max(map(len, seqs))
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    rows, cols, targets = [], [], []
+    for i, (ex, seq) in enumerate(zip(batch, seqs)):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        for j, token in enumerate(ex.answer):
+            # The logit that predicts answer[j] sits one position earlier (the prefix's last
+            # position when the body is empty, which does not happen in our data).
+            rows.append(i)
+            cols.append(len(ex.body) + j - 1)
+            targets.append(token)
+    backbone = model.get_decoder()
+    cache = None
+    if prefix:
+        cache = DynamicCache(config=model.config)
+        backbone(input_ids=torch.tensor([prefix]), past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(len(batch))
+    start = len(prefix)
+    positions = torch.arange(start, start + width).unsqueeze(0).expand(len(batch), -1)
+    hidden = backbone(input_ids=ids, past_key_values=cache, use_cache=cache is not None,
+                      position_ids=positions).last_hidden_state
+    logits = model.get_output_embeddings()(hidden[rows, cols])
+    return logits, torch.tensor(targets), rows
