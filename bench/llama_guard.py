@@ -67,6 +67,9 @@ USER_SOURCES = [
     "advbench/harmful_behaviors.jsonl", "openai_moderation/samples.jsonl", "ailuminate_demo/demo_en_us.jsonl",
 ]
 PAIR_SOURCE = "self_instruct/instructions.jsonl"
+# Scale of the layers' output projections: small enough that the final hidden state points at the
+# current token's embedding (planted answers then win greedy decoding by a wide margin, in bf16 too).
+DAMP = 0.002
 
 
 # ----------------------------------------------------------------------------- data
@@ -131,8 +134,8 @@ def build_model(shape: str, tokenizer, dtype: torch.dtype) -> LlamaForCausalLM:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     with torch.no_grad():
         for layer in model.model.layers:  # the residual stream keeps the current token's embedding
-            layer.self_attn.o_proj.weight.mul_(0.05)
-            layer.mlp.down_proj.weight.mul_(0.05)
+            layer.self_attn.o_proj.weight.mul_(DAMP)
+            layer.mlp.down_proj.weight.mul_(DAMP)
     return model
 
 
@@ -244,8 +247,11 @@ def main(argv: list[str] | None = None) -> int:
             plant_answer(model, tokenizer, ANSWERS[planted], sign=-1.0)
         plant_answer(model, tokenizer, ANSWERS[answer])
         planted = answer
-        run_naive(model, tokenizer, warmup)
+        check = run_naive(model, tokenizer, warmup)
         run_runner(runner, warmup)
+        if check.outputs[0] != ANSWERS[answer].replace(vocab.EOT, "").strip():
+            print(f"bench: the planted answer did not take ({check.outputs[0]!r}); not a fair comparison")
+            return 1
         naive = run_naive(model, tokenizer, conversations)
         ours = run_runner(runner, conversations)
         problems = compare(naive, ours)

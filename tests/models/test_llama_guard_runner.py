@@ -252,6 +252,15 @@ def test_random_model_output_is_a_typed_error(random_model):
         runner.classify(requests(decode=False)[:1])  # first token is not "\n\n": decoded, not assumed safe
 
 
+def test_conversation_longer_than_the_model_reads_is_bad_input(random_model):
+    model, tok = random_model
+    runner = LlamaGuardRunner(model, tok, family=FAMILY)
+    too_long = LlamaGuardRequest(conversation=[user("tell me more " * 3000)])
+    outcomes = runner.score([too_long, requests()[0]])
+    assert isinstance(outcomes[0], BadInput) and "too long" in outcomes[0].message
+    assert outcomes[1].output is not None
+
+
 # ----------------------------------------------------------------------------- parsing
 
 

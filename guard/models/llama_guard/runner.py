@@ -104,6 +104,8 @@ class LlamaGuardRunner:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.tokens.safe
         self._forward = BatchForward(model, self.tokens, pad_id=int(pad))
         self._code_after = self.spec.verdict_lead_in + self.spec.unsafe_token + "\n"
+        text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self._max_positions = int(getattr(text_config, "max_position_embeddings", 0) or 0)
         self._tries: OrderedDict[tuple[str, ...], CodeTrie] = OrderedDict()
         self._lock = threading.Lock()
         self._prep_lock = threading.Lock()
@@ -162,6 +164,10 @@ class LlamaGuardRunner:
             encoded = encode_prompt(self.tokenizer, rendered)
             codes = tuple(rendered.categories)
             trie = self._trie(codes)
+        needed = len(encoded.ids) + 1 + len(self.tokens.unsafe_line) + self.max_new_tokens
+        if self._max_positions and needed > self._max_positions:
+            raise BadInput(f"the conversation is too long for this model: the prompt is {len(encoded.ids)} tokens "
+                           f"and the model reads at most {self._max_positions}", param="messages")
         return _Prepared(index=index, request=request, ids=tuple(encoded.ids), header_len=encoded.header_len,
                          codes=codes, trie=trie)
 
