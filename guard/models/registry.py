@@ -59,6 +59,11 @@ class ModelSpec:
         return not self.model
 
 
+#: One model load at a time per process: transformers' loading is not safe to run concurrently in
+#: two threads (weights were left on the meta device when Llama Guard and Prompt Guard loaded at once).
+_LOAD_LOCK = threading.Lock()
+
+
 class _Slot:
     """One lazily loaded runner; ``get`` loads it on first use, under a lock."""
 
@@ -89,7 +94,8 @@ class _Slot:
     def _load(self) -> Any:
         self.loading = True
         try:
-            runner = _LOADERS[self.spec.kind](self.spec)
+            with _LOAD_LOCK:
+                runner = _LOADERS[self.spec.kind](self.spec)
         except GuardError as error:
             self.error = f"{error.kind}: {error.message}"
             raise

@@ -20,7 +20,7 @@ from guard.executor.wire import WorkerStatus
 from guard.settings import GuardSettings
 
 DEMO_FAMILY = "llama-guard-3-1b"
-#: Short redelivery for the tests (production default: 60 s, see compose.yaml).
+#: Short redelivery for the fault tests (production default: 60 s, see compose.yaml).
 TEST_VISIBILITY_S = 3
 WORKER_START_TIMEOUT_S = 180
 
@@ -68,15 +68,17 @@ class WorkerProcess:
             self.kill()
 
 
-def start_worker(queue: str, demo: Any, broker_url: str, log_dir: Path, name: str,
-                 *, concurrency: int = 16, env: dict[str, str] | None = None) -> WorkerProcess:
+def start_worker(queue: str, demo: Any, broker_url: str, log_dir: Path, name: str, *, concurrency: int = 16,
+                 visibility_s: float = 60, env: dict[str, str] | None = None) -> WorkerProcess:
+    """A worker; ``visibility_s`` short only for fault tests (a busy worker's tasks would run twice:
+    any worker's sweep redelivers every task unacknowledged for longer than its own setting)."""
     model = ["--model", str(demo.llama_guard), "--family", DEMO_FAMILY] if queue == "llama_guard" \
         else ["--model", str(demo.prompt_guard_2)]
     argv = [*guard_command(), "worker", "--queue", queue, *model, "--dtype", "float32", "--device", "cpu",
             "--broker", broker_url, "--name", f"{name}@%h", "--concurrency", str(concurrency)]
-    environment = dict(os.environ, GUARD_BROKER_VISIBILITY_TIMEOUT_S=str(TEST_VISIBILITY_S),
+    environment = dict(os.environ, GUARD_BROKER_VISIBILITY_TIMEOUT_S=str(visibility_s),
                        GUARD_BROKER_RESTORE_INTERVAL_S="1", GUARD_RESULT_BACKEND=broker_url,
-                       OMP_NUM_THREADS="1", **(env or {}))
+                       **(env or {}))
     environment.pop("GUARD_BROKER_URL", None)
     log = log_dir / f"{name}.log"
     with log.open("wb") as out:
