@@ -8,6 +8,7 @@ import pytest
 
 from guard.errors import ConfigError, PolicyNotFound
 from guard.policy import PolicyLoadError, load_policy_dir, load_policy_file, load_policy_files
+from guard.policy.cases import load_cases
 from guard.types import Action
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,8 @@ def test_every_shipped_policy_validates_as_a_directory_and_one_by_one():
     assert set(policy_set.policies) == {f.stem for f in files}
     for path in files:
         assert load_policy_file(path).id == path.stem
+    for cases in sorted((POLICIES / "tests").glob("*.yaml")):
+        assert load_cases(cases).cases, cases
 
 
 def test_the_shipped_default_matches_the_issue():
