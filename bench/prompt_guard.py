@@ -16,14 +16,19 @@ Texts: read at run time from ``../shared/data`` (relative to the repository): th
 long one (>= 2,000 characters: GPTFuzz jailbreak templates, JailbreakBench attack prompts,
 OpenAI-moderation samples, HarmBench contextual behaviours), picked at an even stride.
 
-What runs (wall time over all texts, after a warm-up; requests/s = texts / seconds):
+What runs, on the short and the long texts separately and together, after a warm-up (requests per
+second of wall time, and per CPU-second of this process: on a box whose cores are shared with other
+work, wall time mostly measures the neighbours, so the ratios use CPU time; ``--threads 1`` keeps
+torch from spinning on a busy core):
 * ``pipeline (truncating)``: ``pipe(texts, truncation=True, max_length=512, top_k=None)`` at the
   pipeline's default batch size 1 -- what a pipeline user gets. It scores only the first 512 tokens
   of a long text; the tail goes unscanned.
 * ``pipeline (chunked)``: the same pipeline over the reference helper's chunks of every text, max
   per text: the same coverage as the runner, so the same work.
 * ``runner``: ``PromptGuardRunner.scan`` on all texts at once (segments pooled, length-sorted
-  batches, relative-position projections cached), through ``load_prompt_guard``.
+  batches, relative-position projections cached), through ``load_prompt_guard``; with
+  ``--one-by-one`` also one request per ``scan`` (the latency path: only a long text's own segments
+  share a batch).
 
 How scores are compared: the chunked pipeline sees exactly the runner's segments, so the final
 scores must agree (max |difference| is printed; verdicts at 0.5, 0.9 and the median baseline score
@@ -167,8 +172,21 @@ def aim_head(model: DebertaV2ForSequenceClassification, tokenizer, texts: list[s
 
 @dataclass
 class Run:
-    seconds: float
+    wall: float  # seconds
+    cpu: float  # CPU seconds of this process (steadier than wall time when others share the cores)
     scores: list[float]  # jailbreak score per text (PG2: p[MALICIOUS])
+
+    def __add__(self, other: Run) -> Run:
+        return Run(self.wall + other.wall, self.cpu + other.cpu, self.scores + other.scores)
+
+
+class _Clock:
+    def __enter__(self) -> _Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
 def _label_score(row: list[dict], family: int) -> float:
@@ -189,25 +207,28 @@ def reference_chunks(texts: list[str], tokenizer, family: int) -> list[list[str]
 
 
 def run_pipeline_truncating(pipe, texts: list[str], family: int, batch_size: int) -> Run:
-    started = time.perf_counter()
-    rows = pipe(texts, truncation=True, max_length=MAX_TOKENS, top_k=None, batch_size=batch_size)
-    return Run(time.perf_counter() - started, [_label_score(r, family) for r in rows])
+    with _Clock() as clock:
+        rows = pipe(texts, truncation=True, max_length=MAX_TOKENS, top_k=None, batch_size=batch_size)
+    return Run(clock.wall, clock.cpu, [_label_score(r, family) for r in rows])
 
 
 def run_pipeline_chunked(pipe, texts: list[str], family: int, batch_size: int) -> Run:
-    started = time.perf_counter()
-    chunks = reference_chunks(texts, pipe.tokenizer, family)
-    flat = [c for per_text in chunks for c in per_text]
-    rows = iter(pipe(flat, truncation=True, max_length=MAX_TOKENS, top_k=None, batch_size=batch_size))
-    scores = [max((_label_score(next(rows), family) for _ in per_text), default=0.0) for per_text in chunks]
-    return Run(time.perf_counter() - started, scores)
+    with _Clock() as clock:
+        chunks = reference_chunks(texts, pipe.tokenizer, family)
+        flat = [c for per_text in chunks for c in per_text]
+        rows = iter(pipe(flat, truncation=True, max_length=MAX_TOKENS, top_k=None, batch_size=batch_size))
+        scores = [max((_label_score(next(rows), family) for _ in per_text), default=0.0) for per_text in chunks]
+    return Run(clock.wall, clock.cpu, scores)
 
 
-def run_runner(runner: PromptGuardRunner, texts: list[str]) -> Run:
+def run_runner(runner: PromptGuardRunner, texts: list[str], one_by_one: bool = False) -> Run:
     requests = [PromptGuardRequest(text=t) for t in texts]
-    started = time.perf_counter()
-    results = runner.scan(requests)
-    return Run(time.perf_counter() - started, [r.jailbreak_score for r in results])
+    with _Clock() as clock:
+        if one_by_one:
+            results = [runner.scan([r])[0] for r in requests]
+        else:
+            results = runner.scan(requests)
+    return Run(clock.wall, clock.cpu, [r.jailbreak_score for r in results])
 
 
 def first_segment_scores(runner: PromptGuardRunner, texts: list[str]) -> tuple[list[int], list[float]]:
@@ -228,9 +249,22 @@ def verdict_mismatches(a: list[float], b: list[float], threshold: float) -> int:
     return sum((x >= threshold) != (y >= threshold) for x, y in zip(a, b, strict=True))
 
 
-def _row(label: str, n: int, seconds: float, runner_seconds: float, note: str = "") -> None:
-    print(f"  {label:<34} {n / seconds:>9.2f} req/s  {seconds:>8.1f} s   runner is {seconds / runner_seconds:>5.2f}x"
-          f"  {note}", flush=True)
+def _rate(n: int, run: Run) -> str:
+    return f"{n / run.wall:>7.2f} req/s {n / run.cpu:>7.2f} req/CPU-s"
+
+
+def _table(groups: dict[str, list[str]], runs: dict[str, dict[str, Run]]) -> None:
+    """One row per contender: wall and CPU rates per group, and the runner's advantage (CPU time)."""
+    ours = runs["runner"]
+    header = "".join(f" | {f'{name} ({len(texts)})':^38} {'runner is':>9}" for name, texts in groups.items())
+    print(f"  {'':<32}{header}")
+    for label, by_group in runs.items():
+        cells = ""
+        for name, texts in groups.items():
+            run = by_group[name]
+            ratio = "" if label == "runner" else f"{run.cpu / ours[name].cpu:>8.2f}x"
+            cells += f" | {_rate(len(texts), run)} {ratio:>9}"
+        print(f"  {label:<32}{cells}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="runner: segments per batch")
     parser.add_argument("--pipeline-batch-size", type=int, default=1, help="pipeline batch size (its default is 1)")
     parser.add_argument("--no-chunked", action="store_true", help="skip the chunked-pipeline baseline")
+    parser.add_argument("--one-by-one", action="store_true", help="also time the runner one request per scan")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both sides (default: torch's; 1 is steadier on a shared box)")
     args = parser.parse_args(argv)
@@ -279,16 +314,29 @@ def main(argv: list[str] | None = None) -> int:
 
     run_pipeline_truncating(pipe, warmup, args.family, args.pipeline_batch_size)
     run_runner(runner, warmup)
-    ours = run_runner(runner, texts)
-    truncating = run_pipeline_truncating(pipe, texts, args.family, args.pipeline_batch_size)
-    chunked = None if args.no_chunked else run_pipeline_chunked(pipe, texts, args.family, args.pipeline_batch_size)
-
-    print(f"  {'runner (all segments)':<34} {len(texts) / ours.seconds:>9.2f} req/s  {ours.seconds:>8.1f} s")
-    _row("pipeline, truncating (default)", len(texts), truncating.seconds, ours.seconds,
-         "(scores only the first 512 tokens)")
-    if chunked:
-        _row("pipeline, same chunks as runner", len(texts), chunked.seconds, ours.seconds)
-    return _check(runner, texts, ours, truncating, chunked)
+    short = [t for t in texts if len(t) < LONG_CHARS]
+    long = [t for t in texts if len(t) >= LONG_CHARS]
+    groups = {"short": short, "long": long}
+    contenders = {
+        "runner": lambda ts: run_runner(runner, ts),
+        "runner, one request at a time": lambda ts: run_runner(runner, ts, one_by_one=True),
+        "pipeline, truncating (default)": lambda ts: run_pipeline_truncating(pipe, ts, args.family,
+                                                                             args.pipeline_batch_size),
+        "pipeline, same chunks as runner": lambda ts: run_pipeline_chunked(pipe, ts, args.family,
+                                                                           args.pipeline_batch_size),
+    }
+    if args.no_chunked:
+        del contenders["pipeline, same chunks as runner"]
+    if not args.one_by_one:
+        del contenders["runner, one request at a time"]
+    runs = {label: {name: run(ts) for name, ts in groups.items()} for label, run in contenders.items()}
+    for by_group in runs.values():
+        by_group["all"] = by_group["short"] + by_group["long"]
+    _table({**groups, "all": short + long}, runs)
+    print("  (ratios use CPU time; the truncating pipeline scores only the first 512 tokens of a long text)")
+    chunked = runs.get("pipeline, same chunks as runner", {}).get("all")
+    return _check(runner, short + long, runs["runner"]["all"], runs["pipeline, truncating (default)"]["all"],
+                  chunked)
 
 
 def _check(runner: PromptGuardRunner, texts: list[str], ours: Run, truncating: Run, chunked: Run | None) -> int:

@@ -29,7 +29,7 @@ from transformers import (
 from guard.errors import ConfigError, ModelUnavailable
 from guard.models.prompt_guard import PromptGuardRunner, family_from_labels, load_prompt_guard
 from guard.models.prompt_guard.preprocess import preprocess_pg1
-from guard.models.prompt_guard.relpos import install_relpos_cache, uninstall_relpos_cache
+from guard.models.prompt_guard.attention import install_fast_attention, uninstall_fast_attention
 from guard.types import PromptGuardRequest
 
 TOL = 1e-5
@@ -377,19 +377,32 @@ def _table_projections(model, inputs, monkeypatch) -> tuple[torch.Tensor, int]:
     return logits, sum(calls)
 
 
-def test_relpos_cache_is_bitwise_exact_and_skips_the_table_projections(random_dirs, monkeypatch):
+@pytest.mark.parametrize("texts", [slice(1, 7), slice(6, 9)], ids=["short", "long"])
+def test_fast_attention_matches_transformers_and_skips_the_table_projections(random_dirs, monkeypatch, texts):
     model, tokenizer = _reference_model(random_dirs["pg2"])
-    inputs = tokenizer(_texts()[1:7], return_tensors="pt", padding=True)
+    inputs = tokenizer(_texts()[texts], return_tensors="pt", padding=True, truncation=True, max_length=512)
     layers = len(model.deberta.encoder.layer)
-    plain, projections = _table_projections(model, inputs, monkeypatch)
+    stock, projections = _table_projections(model, inputs, monkeypatch)
     assert projections == 2 * layers  # query_proj and key_proj of the table, every layer, every forward
-    assert install_relpos_cache(model) == 2 * layers
-    cached, projections = _table_projections(model, inputs, monkeypatch)
+    assert install_fast_attention(model) == layers
+    fast, projections = _table_projections(model, inputs, monkeypatch)
     assert projections == 0
-    assert torch.equal(plain, cached)
-    uninstall_relpos_cache(model)
+    torch.testing.assert_close(fast, stock, rtol=0, atol=1e-5)
+    assert stock.softmax(-1)[:, 1].std() > 1e-3  # the texts score differently: a wrong bias would show
+    uninstall_fast_attention(model)
     again, projections = _table_projections(model, inputs, monkeypatch)
-    assert projections == 2 * layers and torch.equal(plain, again)
+    assert projections == 2 * layers and torch.equal(again, stock)
+
+
+def test_fast_attention_steps_aside_when_gradients_are_on(random_dirs):
+    model, tokenizer = _reference_model(random_dirs["pg1"])
+    install_fast_attention(model)
+    inputs = tokenizer(["a b c", "the garden"], return_tensors="pt", padding=True)
+    with torch.enable_grad():
+        logits = model(**inputs).logits
+    assert logits.requires_grad  # the stock path ran (the fast path is inference only)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(**inputs).logits, logits.detach(), rtol=0, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- loading
