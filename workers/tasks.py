@@ -106,7 +106,7 @@ def _quiet_logs(**_: Any) -> None:
     """No line per task: Celery would log every result (user content) and pay for it in CPU."""
     for name in ("celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    log.setLevel(logging.INFO)
+    logging.getLogger("guard").setLevel(logging.INFO)
 
 
 def _quiet_transformers() -> None:

@@ -35,6 +35,7 @@ class ResultListener:
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._leaving: set[str] = set()
         self._connecting = asyncio.Lock()
 
     @property
@@ -151,13 +152,22 @@ class ResultListener:
                 waiter.set_exception(ModelUnavailable(f"unreadable result on {channel}: {error}"))
 
     def _unsubscribe_soon(self, channel: str) -> None:
-        pubsub = self._pubsub
-        if pubsub is not None:
-            asyncio.get_running_loop().create_task(self._unsubscribe(pubsub, channel))
+        """Drop ``channel`` with the others answered in this loop iteration: one UNSUBSCRIBE."""
+        if self._pubsub is None:
+            return
+        if not self._leaving:
+            asyncio.get_running_loop().call_soon(self._flush_unsubscribes)
+        self._leaving.add(channel)
 
-    async def _unsubscribe(self, pubsub: Any, channel: str) -> None:
+    def _flush_unsubscribes(self) -> None:
+        channels, self._leaving = self._leaving, set()
+        pubsub = self._pubsub
+        if pubsub is not None and channels:
+            asyncio.get_running_loop().create_task(self._unsubscribe(pubsub, channels))
+
+    async def _unsubscribe(self, pubsub: Any, channels: set[str]) -> None:
         try:
-            await pubsub.unsubscribe(channel)
+            await pubsub.unsubscribe(*channels)
         except (RedisError, OSError):
             pass  # the reader notices a dead connection on its own
 
