@@ -388,7 +388,7 @@ def test_fast_attention_matches_transformers_and_skips_the_table_projections(ran
     fast, projections = _table_projections(model, inputs, monkeypatch)
     assert projections == 0
     torch.testing.assert_close(fast, stock, rtol=0, atol=1e-5)
-    assert stock.softmax(-1)[:, 1].std() > 1e-3  # the texts score differently: a wrong bias would show
+    assert stock.std(dim=0).max() > 1e-4  # texts differ by more than 10x the tolerance: a wrong bias would show
     uninstall_fast_attention(model)
     again, projections = _table_projections(model, inputs, monkeypatch)
     assert projections == 2 * layers and torch.equal(again, stock)
