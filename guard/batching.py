@@ -82,6 +82,7 @@ class MicroBatcher(Generic[T, R]):
         self._queue: collections.deque[tuple[T, Future[R]]] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._running = 0  # batches executing now (runner threads and inline callers)
         self._stats = BatchStats()
         self._threads = [
             threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(concurrency)
@@ -94,15 +95,41 @@ class MicroBatcher(Generic[T, R]):
     def submit(self, item: T) -> Future[R]:
         return self.submit_many([item])[0]
 
-    def submit_many(self, items: Sequence[T]) -> list[Future[R]]:
-        """Queue items together (they may share a batch); one future per item, in order."""
+    def submit_many(self, items: Sequence[T], *, inline: bool = False) -> list[Future[R]]:
+        """Queue items together (they may share a batch); one future per item, in order.
+
+        ``inline``: when the batcher is idle (nothing queued, a runner free, greedy batching), run
+        these items as a batch on the calling thread right away, sparing two thread switches; a
+        blocking caller's futures are then already done. Never from an event loop.
+        """
         futures: list[Future[R]] = [Future() for _ in items]
+        batch = list(zip(items, futures))
         with self._cond:
             if self._closed:
                 raise BatcherClosed(f"{self.name} is closed")
-            self._queue.extend(zip(items, futures))
-            self._cond.notify()
+            run_here = inline and self._idle_for(len(batch))
+            if run_here:
+                self._running += 1
+            else:
+                self._queue.extend(batch)
+                self._cond.notify()
+        if run_here:
+            try:
+                for _, future in batch:
+                    future.set_running_or_notify_cancel()
+                self._execute(batch)
+            finally:
+                self._finished()
         return futures
+
+    def _idle_for(self, size: int) -> bool:
+        return (self.max_wait_s == 0 and not self._queue and self._running < len(self._threads)
+                and size <= self.max_batch_size)
+
+    def _finished(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._cond.notify_all()
 
     @property
     def stats(self) -> BatchStats:
@@ -135,16 +162,21 @@ class MicroBatcher(Generic[T, R]):
             batch = self._collect()
             if batch is None:
                 return
-            if batch:
-                self._execute(batch)
+            try:
+                if batch:
+                    self._execute(batch)
+            finally:
+                self._finished()
 
     def _collect(self) -> list[tuple[T, Future[R]]] | None:
         """Block for the first item, then gather more until full or the wait is over."""
         with self._cond:
-            while not self._queue and not self._closed:
+            # Wait for work, and for a free slot (a caller may be running a batch inline).
+            while (not self._queue or self._running >= len(self._threads)) and not self._closed:
                 self._cond.wait()
             if self._closed:
                 return None
+            self._running += 1
             batch = self._take(self.max_batch_size)
             deadline = time.monotonic() + self.max_wait_s
             while len(batch) < self.max_batch_size and not self._closed:

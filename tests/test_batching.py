@@ -142,3 +142,27 @@ def test_an_exception_returned_for_one_item_fails_only_that_item() -> None:
             bad.result(10)
     finally:
         batcher.close()
+
+
+def test_inline_runs_on_the_calling_thread_when_idle_and_queues_when_busy() -> None:
+    fn = GatedDouble()
+    threads: list[str] = []
+
+    def record(items: list[int]) -> list[int]:
+        threads.append(threading.current_thread().name)
+        return fn(items) if items[0] == 1 else [2 * i for i in items]
+
+    batcher = MicroBatcher(record, max_batch_size=8, max_wait_ms=0, name="b")
+    try:
+        [done] = batcher.submit_many([5], inline=True)
+        assert done.done() and done.result() == 10 and threads == [threading.current_thread().name]
+        busy = threading.Thread(target=lambda: batcher.submit_many([1], inline=True), name="busy")
+        busy.start()
+        assert fn.entered.wait(10)
+        [queued] = batcher.submit_many([7], inline=True)  # a batch is running: this one waits its turn
+        assert not queued.done()
+        fn.release.set()
+        assert queued.result(10) == 14 and threads[-1] == "b-0"
+        busy.join(10)
+    finally:
+        batcher.close()

@@ -49,8 +49,9 @@ class BatchedModels:
         return outcomes
 
     def run_each(self, kind: Kind, requests: Sequence[Any], timeout: float) -> list[Any]:
-        """Blocking: per request its result or its exception (``GuardTimeout`` past ``timeout``)."""
-        futures = self.submit(kind, requests)
+        """Blocking: per request its result or its exception (``GuardTimeout`` past ``timeout``).
+        An idle batcher runs the requests on this thread (no hand-over to the batcher's thread)."""
+        futures = self._batcher(kind).submit_many(requests, inline=True)
         deadline = time.monotonic() + timeout
         outcomes: list[Any] = []
         for future in futures:
