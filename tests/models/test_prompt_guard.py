@@ -28,6 +28,7 @@ from transformers import (
 
 from guard.errors import ConfigError, ModelUnavailable
 from guard.models.prompt_guard import PromptGuardRunner, family_from_labels, load_prompt_guard
+from guard.models.prompt_guard.chunking import Segment
 from guard.models.prompt_guard.preprocess import preprocess_pg1
 from guard.models.prompt_guard.attention import install_fast_attention, uninstall_fast_attention
 from guard.types import PromptGuardRequest
@@ -273,15 +274,28 @@ def test_temperature_divides_the_logits(random_dirs, ref2, temperature):
     assert [r.jailbreak_score for r in _scan(runner, texts)] == pytest.approx(expected, abs=TOL)
 
 
-@pytest.mark.parametrize("batch_size,batch_cells", [(1, 512**2), (3, 100**2), (64, 10**8)])
-def test_batching_does_not_change_scores(random_dirs, pg1, batch_size, batch_cells):
+@pytest.mark.parametrize("batch_size,batch_cells,padding", [(1, 512**2, 0.25), (3, 100**2, 0.0), (64, 10**8, 100.0)])
+def test_batching_does_not_change_scores(random_dirs, pg1, batch_size, batch_cells, padding):
     texts = _texts()
     runner = load_prompt_guard(str(random_dirs["pg1"]), dtype="float32", max_batch_size=batch_size,
-                               max_batch_cells=batch_cells)
+                               max_batch_cells=batch_cells, max_padding=padding)
     for ours, base in zip(_scan(runner, texts), _scan(pg1, texts), strict=True):
         assert ours.jailbreak_score == pytest.approx(base.jailbreak_score, abs=TOL)
         assert ours.injection_score == pytest.approx(base.injection_score, abs=TOL)
         assert (ours.segment, ours.segment_index) == (base.segment, base.segment_index)
+
+
+def test_batches_are_length_sorted_and_respect_every_limit(pg2):
+    lengths = [512, 8, 100, 9, 12, 512, 11, 17, 300, 104, 103, 40]
+    segments = [Segment(request=i, index=0, text="", input_ids=[5] * n) for i, n in enumerate(lengths)]
+    batches = list(pg2.batches(segments))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    widths = [[lengths[i] for i in b] for b in batches]
+    assert [w for b in widths for w in b] == sorted(lengths)
+    for b in widths:
+        assert len(b) <= pg2.max_batch_size and len(b) * max(b) ** 2 <= pg2.max_batch_cells
+        assert len(b) == 1 or len(b) * max(b) <= 1.25 * sum(b)
+    assert [8, 9, 11, 12] in widths and [100, 103, 104] in widths and widths[-2:] == [[512], [512]]
 
 
 def test_preprocessing_can_be_switched_off(random_dirs, ref1):

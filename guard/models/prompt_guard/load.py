@@ -10,13 +10,18 @@ from guard.models.device import dtype_name, pick_device, pick_dtype
 from guard.models.loading import load_pretrained, resolve_source, resolved_revision
 from guard.models.prompt_guard.family import family_from_labels
 from guard.models.prompt_guard.attention import install_fast_attention
-from guard.models.prompt_guard.runner import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_CELLS, PromptGuardRunner
+from guard.models.prompt_guard.runner import (
+    DEFAULT_BATCH_CELLS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_PADDING,
+    PromptGuardRunner,
+)
 from guard.types import ModelInfo
 
 
 def load_prompt_guard(model: str, *, revision: str | None = None, dtype: str = "auto", device: str = "auto",
                       temperature: float = 1.0, max_batch_size: int = DEFAULT_BATCH_SIZE,
-                      max_batch_cells: int = DEFAULT_BATCH_CELLS,
+                      max_batch_cells: int = DEFAULT_BATCH_CELLS, max_padding: float = DEFAULT_MAX_PADDING,
                       preprocess: bool | None = None, fast_attention: bool = True) -> PromptGuardRunner:
     """Load a Prompt Guard 1 or 2 checkpoint (hub id or local directory).
 
@@ -40,4 +45,5 @@ def load_prompt_guard(model: str, *, revision: str | None = None, dtype: str = "
     info = ModelInfo(model=model, revision=resolved_revision(source), family=family.name,
                      device=str(torch_device), dtype=dtype_name(torch_dtype))
     return PromptGuardRunner(network, tokenizer, family, info, temperature=temperature, preprocess=preprocess,
-                             max_batch_size=max_batch_size, max_batch_cells=max_batch_cells)
+                             max_batch_size=max_batch_size, max_batch_cells=max_batch_cells,
+                             max_padding=max_padding)

@@ -5,14 +5,18 @@ Scores follow the reference helpers exactly: ``softmax(logits / temperature)`` p
 PG1 ``jailbreak = p[JAILBREAK]`` and ``injection = p[INJECTION] + p[JAILBREAK]``, PG2 both
 ``= p[MALICIOUS]``, each the maximum over the request's segments (0.0 for a text with no segment,
 like the reference's initial value). What differs is only how the work is scheduled: segments of
-all requests are pooled, sorted by token length and cut into batches of at most ``max_batch_size``
-segments, so nothing is truncated away and little is padded. A batch also holds at most
-``max_batch_cells`` padded attention cells (segments x length^2): DeBERTa's disentangled attention
-materialises several [segments x heads x length x length] tensors (scores, both relative-position
-gathers and their int64 indices), and on a CPU their cost per segment grows with the batch once they
-leave the caches -- measured on 2 cores: short segments gain from batches of 4-16, while 512-token
-segments run fastest one at a time. The default (512^2) batches 16 segments of 128 tokens, 4 of 256,
-one of 512; on a GPU, raise it.
+all requests are pooled and sorted by token length, so nothing is truncated away, and cut into
+batches under three limits:
+
+* ``max_batch_size`` segments;
+* ``max_padding``: padding at most 25 % of the batch's real tokens. With the attention-bias work
+  trimmed (see ``attention``) a forward has little fixed cost left, so padding costs more than an
+  extra batch;
+* ``max_batch_cells`` padded attention cells (segments x length^2). DeBERTa's disentangled attention
+  materialises several [segments x heads x length x length] tensors (scores, both relative-position
+  gathers and their int64 indices); on a CPU their cost per segment grows with the batch once they
+  leave the caches -- measured on 2 cores, 512-token segments run fastest one at a time. The
+  default (512^2) allows 16 segments of 128 tokens, 4 of 256, one of 512; on a GPU, raise it.
 
 The reported segment is the one with the highest score for the request's source: jailbreak for
 user text, injection for tool output and documents (the PG1 card: jailbreak for user dialogue,
@@ -41,6 +45,8 @@ from guard.types import ModelInfo, PromptGuardRequest, PromptGuardResult
 DEFAULT_BATCH_SIZE = 16
 # Padded attention cells (segments x length^2) per batch: one full 512-token segment's worth.
 DEFAULT_BATCH_CELLS = 512 * 512
+# Padding tokens allowed per batch, as a fraction of its real tokens.
+DEFAULT_MAX_PADDING = 0.25
 
 
 @dataclass(frozen=True)
@@ -57,11 +63,12 @@ class PromptGuardRunner:
     def __init__(self, model: Any, tokenizer: Any, family: PromptGuardFamily, info: ModelInfo, *,
                  temperature: float = 1.0, preprocess: bool | None = None,
                  max_batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_batch_cells: int = DEFAULT_BATCH_CELLS) -> None:
+                 max_batch_cells: int = DEFAULT_BATCH_CELLS,
+                 max_padding: float = DEFAULT_MAX_PADDING) -> None:
         if not temperature > 0:
             raise BadInput(f"temperature must be > 0 (got {temperature})", param="temperature")
-        if max_batch_size < 1 or max_batch_cells < 1:
-            raise BadInput("max_batch_size and max_batch_cells must be >= 1")
+        if max_batch_size < 1 or max_batch_cells < 1 or max_padding < 0:
+            raise BadInput("max_batch_size and max_batch_cells must be >= 1, max_padding >= 0")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.family = family
@@ -69,6 +76,7 @@ class PromptGuardRunner:
         self.preprocess = family.preprocess if preprocess is None else preprocess
         self.max_batch_size = max_batch_size
         self.max_batch_cells = max_batch_cells
+        self.max_padding = max_padding
         self._info = info
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._token_strings = TokenStrings(tokenizer)
@@ -103,7 +111,7 @@ class PromptGuardRunner:
         """Jailbreak and injection score of every segment (batched, sorted by length)."""
         jailbreak = [0.0] * len(segments)
         injection = [0.0] * len(segments)
-        for batch in self._batches(segments):
+        for batch in self.batches(segments):
             probs = self._probabilities([segments[i].input_ids for i in batch])
             jb = probs[:, list(self.family.jailbreak)].sum(dim=1).tolist()
             inj = probs[:, list(self.family.injection)].sum(dim=1).tolist()
@@ -113,18 +121,25 @@ class PromptGuardRunner:
 
     # ------------------------------------------------------------------ internals
 
-    def _batches(self, segments: Sequence[Segment]) -> Iterator[list[int]]:
-        """Indices of segments, sorted by length, grouped under both batch limits."""
+    def batches(self, segments: Sequence[Segment]) -> Iterator[list[int]]:
+        """Indices of segments, sorted by length, cut where a limit would be crossed."""
         order = sorted(range(len(segments)), key=lambda i: len(segments[i].input_ids))
         batch: list[int] = []
+        tokens = 0
         for i in order:
             width = len(segments[i].input_ids)  # the longest so far: the order is ascending
-            if batch and (len(batch) + 1 > self.max_batch_size or (len(batch) + 1) * width**2 > self.max_batch_cells):
+            if batch and not self._fits(len(batch) + 1, width, tokens + width):
                 yield batch
-                batch = []
+                batch, tokens = [], 0
             batch.append(i)
+            tokens += width
         if batch:
             yield batch
+
+    def _fits(self, size: int, width: int, tokens: int) -> bool:
+        """May a batch of ``size`` segments, padded to ``width``, holding ``tokens`` real tokens, run?"""
+        return (size <= self.max_batch_size and size * width**2 <= self.max_batch_cells
+                and size * width <= (1.0 + self.max_padding) * tokens)
 
     @torch.inference_mode()
     def _probabilities(self, ids: list[list[int]]) -> torch.Tensor:
