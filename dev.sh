@@ -16,10 +16,14 @@ setup() {
   . "$VENV/bin/activate"
   local stamp="$VENV/.guard-installed"
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    python -m pip install -q --upgrade pip
-    # The CPU build of torch lies on disk; installing it first keeps pip from pulling a CUDA build.
-    python -m pip install -q "torch==2.13.0"
-    python -m pip install -q -e '.[dev]'
+    local log="$VENV/install.log"
+    echo "guard: installing into $VENV (log: $log)" >&2
+    {
+      python -m pip install --upgrade pip &&
+      # The CPU build of torch lies on disk; installing it first keeps pip from pulling a CUDA build.
+      python -m pip install "torch==2.13.0" &&
+      python -m pip install -e '.[dev]'
+    } >"$log" 2>&1 || { tail -n 40 "$log" >&2; echo "guard: install failed, see $log" >&2; exit 1; }
     touch "$stamp"
   fi
 }
