@@ -76,7 +76,7 @@ def run_worker(concurrency: int) -> None:
     from workers.app import app
 
     app.worker_main(["worker", "-Q", "llama_guard,prompt_guard", "-P", "threads", "-c", str(concurrency),
-                     "-n", "bench@%h", "--loglevel", "WARNING", "--without-mingle", "--without-gossip"])
+                     "-n", "bench@%h", "--loglevel", "ERROR", "--without-mingle", "--without-gossip"])
 
 
 # --------------------------------------------------------------------------- measuring
@@ -101,7 +101,17 @@ async def sequential_ms(call: Callable[[], Awaitable[Any]], n: int) -> list[floa
     return times
 
 
-async def throughput(call: Callable[[], Awaitable[Any]], total: int, concurrency: int) -> float:
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of a process (this one when ``pid`` is None)."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def throughput(call: Callable[[], Awaitable[Any]], total: int, concurrency: int,
+                     pids: Sequence[int | None]) -> tuple[float, float]:
+    """(checks/s, CPU ms per check summed over ``pids``: client, worker, Redis)."""
     left = total
 
     async def caller() -> None:
@@ -110,9 +120,12 @@ async def throughput(call: Callable[[], Awaitable[Any]], total: int, concurrency
             left -= 1
             await call()
 
+    cpu0 = [cpu_seconds(pid) for pid in pids]
     start = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return total / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    cpu = sum(cpu_seconds(pid) - c for pid, c in zip(pids, cpu0))
+    return total / elapsed, cpu / total * 1000
 
 
 def calls(executor: Any) -> dict[str, Callable[[], Awaitable[Any]]]:
@@ -138,16 +151,20 @@ def check_plan() -> Any:
                      prompt_guard=[PlannedScan(message_index=0, request=PG_REQUEST)])
 
 
-async def measure(executor: Any, n: int, total: int, concurrency: int) -> dict[str, dict[str, float]]:
+async def measure(executor: Any, n: int, total: int, concurrency: int,
+                  pids: Sequence[int | None]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for name, call in calls(executor).items():
         times = await sequential_ms(call, n)
-        out[name] = {
-            "p50": statistics.median(times),
-            "p99": percentile(times, 0.99),
-            "per_s": await throughput(call, total, concurrency),
-        }
+        per_s, cpu_ms = await throughput(call, total, concurrency, pids)
+        out[name] = {"p50": statistics.median(times), "p99": percentile(times, 0.99), "per_s": per_s,
+                     "cpu_ms": cpu_ms}
     return out
+
+
+def median_of(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    return {name: {key: statistics.median(r[name][key] for r in rounds) for key in rounds[0][name]}
+            for name in rounds[0]}
 
 
 # --------------------------------------------------------------------------- processes
@@ -179,7 +196,7 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
 def start_worker(url: str, concurrency: int, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
     env = dict(os.environ, GUARD_BROKER_URL=url, GUARD_RESULT_BACKEND=url, **env_extra)
     return subprocess.Popen([sys.executable, "-m", "bench.celery_path", "--worker", "--worker-concurrency",
-                             str(concurrency)], env=env)
+                             str(concurrency)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def wait_ready(executor: Any, timeout: float = 60.0) -> None:
@@ -195,17 +212,18 @@ async def wait_ready(executor: Any, timeout: float = 60.0) -> None:
 
 
 def report(base: dict[str, dict[str, float]], celery: dict[str, dict[str, float]]) -> None:
-    print(f"{'':24} {'in-process':>22} {'celery':>22} {'added':>16}")
+    print(f"{'':22} {'in-process':>34} {'celery':>34}   added")
     for name in base:
         b, c = base[name], celery[name]
-        print(f"{name:24} p50 {b['p50']:7.3f} ms p99 {b['p99']:7.3f} ms   "
-              f"p50 {c['p50']:7.3f} ms p99 {c['p99']:7.3f} ms   "
-              f"p50 +{c['p50'] - b['p50']:.3f} ms p99 +{c['p99'] - b['p99']:.3f} ms")
-        print(f"{'':24} {b['per_s']:10.0f} checks/s      {c['per_s']:10.0f} checks/s      "
-              f"ratio {c['per_s'] / b['per_s']:.2f}")
+        print(f"{name:22} p50 {b['p50']:6.3f} ms  p99 {b['p99']:6.3f} ms       "
+              f"p50 {c['p50']:6.3f} ms  p99 {c['p99']:6.3f} ms       "
+              f"p50 +{c['p50'] - b['p50']:.3f} ms  p99 +{c['p99'] - b['p99']:.3f} ms")
+        print(f"{'':22} {b['per_s']:6.0f} checks/s {b['cpu_ms']:5.2f} ms CPU/check   "
+              f"{c['per_s']:6.0f} checks/s {c['cpu_ms']:5.2f} ms CPU/check   "
+              f"throughput ratio {c['per_s'] / b['per_s']:.2f}")
 
 
-async def bench(args: argparse.Namespace, url: str) -> None:
+async def bench(args: argparse.Namespace, url: str, worker_pid: int, redis_pid: int | None) -> None:
     from guard.executor.celery import CeleryExecutor
     from guard.executor.inprocess import InProcessExecutor
     from guard.models.registry import Runners
@@ -215,31 +233,37 @@ async def bench(args: argparse.Namespace, url: str) -> None:
                                           prompt_guard=BenchNoOpPromptGuardRunner()),
                                max_batch_size=settings.max_batch_size, max_wait_ms=args.max_wait_ms)
     celery = CeleryExecutor(settings)
+    load_before = os.getloadavg()[0]
+    base_rounds, celery_rounds = [], []
     try:
         await wait_ready(celery)
-        base = await measure(inproc, args.n, args.total, args.concurrency)
-        over = await measure(celery, args.n, args.total, args.concurrency)
+        for _ in range(args.rounds):  # alternated, so that load from elsewhere hits both alike
+            base_rounds.append(await measure(inproc, args.n, args.total, args.concurrency, [None]))
+            celery_rounds.append(await measure(celery, args.n, args.total, args.concurrency,
+                                               [None, worker_pid, redis_pid]))
         statuses = await celery.status()
     finally:
         await celery.aclose()
         inproc.close()
-    print(f"max_wait_ms={args.max_wait_ms} worker concurrency={args.worker_concurrency} "
-          f"callers={args.concurrency} cores={os.cpu_count()}")
-    report(base, over)
+    print(f"max_wait_ms={args.max_wait_ms} worker threads={args.worker_concurrency} callers={args.concurrency} "
+          f"cores={os.cpu_count()} rounds={args.rounds} (medians) "
+          f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+    report(median_of(base_rounds), median_of(celery_rounds))
     for status in statuses:
         b = status.batching
-        print(f"worker {status.worker} {status.queue}: {b.batches} batches, {b.items} items, "
-              f"max batch {b.max_batch}, mean {b.items / max(b.batches, 1):.1f}")
+        print(f"worker {status.worker} {status.queue}: {b.batches} batches, {b.items} requests, "
+              f"largest {b.max_batch}, mean {b.items / max(b.batches, 1):.1f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis", default=None)
-    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--n", type=int, default=500, help="sequential calls per round")
     parser.add_argument("--total", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--worker-concurrency", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=0.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -249,7 +273,7 @@ def main() -> None:
         redis_proc, url = (None, args.redis) if args.redis else start_redis(Path(tmp))
         worker = start_worker(url, args.worker_concurrency, {"GUARD_MAX_WAIT_MS": str(args.max_wait_ms)})
         try:
-            asyncio.run(bench(args, url))
+            asyncio.run(bench(args, url, worker.pid, redis_proc.pid if redis_proc is not None else None))
         finally:
             worker.terminate()
             worker.wait(20)
