@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +26,8 @@ def build_demo(
 
     from guard.models.testing import ensure_demo_models
 
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("guard.models.testing").setLevel(logging.INFO)
     started = time.perf_counter()
     models = ensure_demo_models(out, force=force)
     for name, path in asdict(models).items():

@@ -2,9 +2,11 @@
 
 It judges the last message of the conversation (as Llama Guard does): ``unsafe\\nS9`` when that
 message contains the made-up hazard word ``zorblax``, ``unsafe\\nS1`` for ``quintrex``,
-``unsafe\\nS10`` for ``vorpalite`` (codes listed in numeric order when several occur, e.g.
-``unsafe\\nS1,S9``), ``safe`` otherwise. Like the real model it first emits ``"\\n\\n"``, and ends
-with ``<|eot_id|>``. Prompts are rendered in the LG3-1B format by the project's own renderer
+``unsafe\\nS10`` for ``vorpalite`` (lower-case or capitalised), ``safe`` otherwise. Like the real
+model it first emits ``"\\n\\n"``, and ends with ``<|eot_id|>``. It is trained on conversations of
+one turn (User judged) and two turns (Agent judged; a hazard word in the user turn alone is
+``safe``), with one hazard word per message; in longer conversations it may also flag an earlier
+message of the judged role. Prompts are rendered in the LG3-1B format by the project's own renderer
 (``guard.models.llama_guard.prompt``) when it exists, else by the HF chat template of LG3-1B.
 """
 
@@ -22,12 +24,13 @@ from guard.errors import ConfigError
 from guard.models.testing import corpus, vocab
 from guard.models.testing.corpus import HAZARD_CODES, TextSource
 from guard.models.testing.llama import greedy_generation_config, tiny_llama_config
-from guard.models.testing.training import Example, answer_accuracy, split_prefix, train_causal_lm
+from guard.models.testing.training import Example, answer_accuracy, train_causal_lm
 
 FAMILY = "llama-guard-3-1b"
 TEMPLATE_PATH = "reference/chat_templates/llama-guard-3-1b.jinja"
 HEADER_END = "<BEGIN CONVERSATION>\n\n"
 SEED = 1234
+TURN_WEIGHTS = (60, 40, 0)  # conversations of one, two and three turns
 
 Turn = tuple[str, str]  # (role, text)
 Renderer = Callable[[list[Turn]], str]
@@ -41,7 +44,7 @@ def answer_for(text: str) -> str:
 
 
 def build_llama_guard_model(out_dir: Path, *, steps: int = 200, max_steps: int = 800,
-                            examples: int = 3000) -> Path:
+                            examples: int = 2400) -> Path:
     """Build, train and save the demo model and its tokenizer in ``out_dir``; returns ``out_dir``.
     Training runs ``steps`` steps, then on until every held-out conversation gets its answer."""
     torch.manual_seed(SEED)
@@ -53,16 +56,13 @@ def build_llama_guard_model(out_dir: Path, *, steps: int = 200, max_steps: int =
     tokenizer = vocab.llama3_tokenizer(prompts[:400] + _answers() * 40 + _hazard_forms() * 20)
     if template is not None:
         tokenizer.chat_template = template
-
-    def examples_of(convs: list[list[Turn]], texts: list[str]) -> list[Example]:
-        return [_example(tokenizer, text, answer_for(conv[-1][1])) for text, conv in zip(texts, convs)]
-
     model = LlamaForCausalLM(tiny_llama_config(tokenizer))
     model.config.guard_family = FAMILY
     started = time.perf_counter()
-    validation = examples_of(held_out, [render(conv) for conv in held_out])
-    losses = train_causal_lm(model, examples_of(train, prompts), steps=steps, max_steps=max_steps, batch_size=16,
-                             lr=6e-3, pad_id=tokenizer.pad_token_id, seed=SEED, validation=validation)
+    validation = _examples(tokenizer, held_out, [render(conv) for conv in held_out])
+    losses = train_causal_lm(model, _examples(tokenizer, train, prompts), steps=steps, max_steps=max_steps,
+                             batch_size=16, lr=6e-3, pad_id=tokenizer.pad_token_id, seed=SEED,
+                             validation=validation)
     accuracy = answer_accuracy(model, validation, tokenizer.pad_token_id)
     if accuracy < 0.97:
         raise RuntimeError(f"the Llama Guard demo model did not learn its answers (held-out accuracy {accuracy:.2f})")
@@ -78,13 +78,13 @@ def _conversations(source: TextSource, count: int) -> list[list[Turn]]:
     """Random shapes: one to three turns; the judged (last) message is hazardous half of the time
     and so are the earlier turns, so the model learns to judge only the last message."""
     rng = source.rng
-    return [_conversation(source, rng.choices([1, 2, 3], weights=[50, 35, 15])[0], rng.random() < 0.5,
+    return [_conversation(source, rng.choices([1, 2, 3], weights=TURN_WEIGHTS)[0], rng.random() < 0.5,
                           rng.random() < 0.5) for _ in range(count)]
 
 
 def _stratified(source: TextSource, per_case: int) -> list[list[Turn]]:
     """Every shape (turns x hazard in the last message x hazard earlier) ``per_case`` times."""
-    cases = [(turns, last, earlier) for turns in (1, 2, 3) for last in (False, True)
+    cases = [(turns, last, earlier) for turns in (1, 2, 3) if TURN_WEIGHTS[turns - 1] for last in (False, True)
              for earlier in ((False,) if turns == 1 else (False, True))]
     return [_conversation(source, *case) for case in cases for _ in range(per_case)]
 
@@ -113,12 +113,18 @@ def _answers() -> list[str]:
     return [answer_for(word) for word in HAZARD_CODES] + [answer_for("")]
 
 
-def _example(tokenizer: PreTrainedTokenizerFast, prompt: str, answer: str) -> Example:
-    header = prompt[: prompt.index(HEADER_END) + len(HEADER_END)]
-    prefix = tokenizer.encode(header, add_special_tokens=False)
-    ids = tokenizer.encode(prompt, add_special_tokens=False)
-    return Example(tuple(prefix), split_prefix(ids, prefix), tuple(tokenizer.encode(answer, add_special_tokens=False)))
-
+def _examples(tokenizer: PreTrainedTokenizerFast, convs: list[list[Turn]], prompts: list[str]) -> list[Example]:
+    """Prompt ids split into the shared header (up to the conversation) and the rest."""
+    headers = [prompt[: prompt.index(HEADER_END) + len(HEADER_END)] for prompt in prompts]
+    answers = [answer_for(conv[-1][1]) for conv in convs]
+    header_ids = {h: tuple(tokenizer.encode(h, add_special_tokens=False)) for h in set(headers)}
+    bodies = [prompt[len(h):] for h, prompt in zip(headers, prompts)]
+    encoded = tokenizer(bodies + answers, add_special_tokens=False)["input_ids"]
+    for h, prompt, body in zip(headers[:8], prompts, encoded):
+        if tokenizer.encode(prompt, add_special_tokens=False) != list(header_ids[h]) + body:
+            raise AssertionError("the header/conversation split must fall on a token boundary")
+    return [Example(header_ids[h], tuple(body), tuple(answer))
+            for h, body, answer in zip(headers, encoded[: len(prompts)], encoded[len(prompts):])]
 
 
 # --------------------------------------------------------------------------- prompt rendering

@@ -32,7 +32,7 @@ class Example:
 def split_prefix(prompt: Sequence[int], prefix: Sequence[int]) -> tuple[int, ...]:
     """The prompt ids after ``prefix``; the split must fall on a token boundary."""
     if list(prompt[: len(prefix)]) != list(prefix):
-        raise ValueError("the prompt does not start with the shared prefix tokens")
+        raise ValueError("the prompt ids do not start with the shared prefix ids")
     return tuple(prompt[len(prefix):])
 
 
