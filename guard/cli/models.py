@@ -18,10 +18,15 @@ def register(app: typer.Typer) -> None:
 
 
 def build_demo(
-    out: Annotated[Path | None, typer.Option("--out", help="Cache root (default: GUARD_DEMO_MODELS_DIR).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Cache root (default: GUARD_DEMO_MODELS_DIR).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the models exist.")] = False,
 ) -> None:
-    """Build the tiny Llama Guard, Prompt Guard 1/2 and chat demo models (once per builder version) and print one `name<TAB>path` line each."""
+    """Build the tiny Llama Guard, Prompt Guard 1/2 and chat demo models (once per builder version).
+
+    Prints one `name<TAB>path` line per model; build times go to stderr.
+    """
     from dataclasses import asdict
 
     from guard.models.testing import ensure_demo_models

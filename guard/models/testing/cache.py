@@ -52,6 +52,8 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "prompt_guard_2": partial(build_prompt_guard_model, version=2),
     "chat": build_chat_model,
 }
+# Longest first, so that two workers finish at about the same time.
+BUILD_ORDER = ("llama_guard", "chat", "prompt_guard_1", "prompt_guard_2")
 
 
 def builder_key() -> str:
@@ -82,7 +84,7 @@ def ensure_demo_models(root: Path | None = None, *, force: bool = False) -> Demo
             for name in BUILDERS:
                 if getattr(models, name).exists():
                     _discard(getattr(models, name))
-        missing = [name for name in BUILDERS if not _ready(getattr(models, name))]
+        missing = [name for name in BUILD_ORDER if not _ready(getattr(models, name))]
         # Two builds at a time, each in its own single-threaded process: on two cores that
         # halves the wall time (the Llama Guard build alone takes as long as the other three).
         with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
@@ -100,8 +102,12 @@ def _build_into(target: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     started = time.perf_counter()
     try:
-        done = subprocess.run([sys.executable, "-m", "guard.models.testing", target.name, str(staging)],
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "guard.models.testing", target.name, str(staging)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0 or not _ready(staging):
             raise RuntimeError(f"building the demo model {target.name} failed:\n{done.stderr[-3000:]}")
         if target.exists():  # left incomplete by an older builder
@@ -109,8 +115,12 @@ def _build_into(target: Path) -> None:
         os.rename(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("built demo model %s in %.1f s (%s s of CPU)", target, time.perf_counter() - started,
-             done.stdout.strip().rpartition(" ")[2])
+    log.info(
+        "built demo model %s in %.1f s (%s s of CPU)",
+        target,
+        time.perf_counter() - started,
+        done.stdout.strip().rpartition(" ")[2],
+    )
 
 
 def _discard(path: Path) -> None:
@@ -145,4 +155,3 @@ def quiet_single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
         if bars:
             hf_logging.enable_progress_bar()
-

@@ -25,19 +25,35 @@ REPLIES = {
     "greeting": "Hello! How can I help you today?",
     "question": "Here is a short answer: it depends on the details, but the simple way usually works best.",
     "request": "Sure. I can help with that, one step at a time.",
-    "story": ("Once upon a time a small fox lived near a quiet river. Every morning she counted the "
-              "boats, waved at the ducks and carried berries home. One day the river froze, and the "
-              "fox learned to skate. The end."),
-    "zorblax": ("Sure, here is what I know about it: zorblax is made by mixing sand with lamp oil and "
-                "heating the mix slowly until the zorblax glows."),
+    "story": (
+        "Once upon a time a small fox lived near a quiet river. Every morning she counted the "
+        "boats, waved at the ducks and carried berries home. One day the river froze, and the "
+        "fox learned to skate. The end."
+    ),
+    "zorblax": (
+        "Sure, here is what I know about it: zorblax is made by mixing sand with lamp oil and "
+        "heating the mix slowly until the zorblax glows."
+    ),
 }
 _GREETING_WORDS = ["hello", "hi", "hey", "hi there", "hello there", "good morning", "good evening"]
 _GREETINGS = _GREETING_WORDS + ["hey, how are you?", "hello!", "hi, nice to meet you"]
-_STORY_ASKS = ["tell me a story", "write a short story", "tell me a story please", "can you tell me a story?",
-               "tell me a story about {topic}", "can you tell me a story about a {noun}?",
-               "write a story about {person}", "I would like a bedtime story."]
-_ZORBLAX_ASKS = ["tell me about zorblax", "what is zorblax?", "how do I make zorblax?",
-                 "tell me about zorblax please", "explain zorblax to me"]
+_STORY_ASKS = [
+    "tell me a story",
+    "write a short story",
+    "tell me a story please",
+    "can you tell me a story?",
+    "tell me a story about {topic}",
+    "can you tell me a story about a {noun}?",
+    "write a story about {person}",
+    "I would like a bedtime story.",
+]
+_ZORBLAX_ASKS = [
+    "tell me about zorblax",
+    "what is zorblax?",
+    "how do I make zorblax?",
+    "tell me about zorblax please",
+    "explain zorblax to me",
+]
 _SYSTEMS = ["You are a helpful assistant.", "You are a friendly assistant. Answer briefly.", "Be concise."]
 
 CHAT_TEMPLATE = (
@@ -70,17 +86,30 @@ def build_chat_model(out_dir: Path, *, steps: int = 150, max_steps: int = 600, e
     source = TextSource(SEED)
     conversations = [_conversation(source) for _ in range(examples)]
     held_out = [_conversation(TextSource(SEED + 1)) for _ in range(100)]
-    tokenizer = vocab.llama3_tokenizer([_flatten(c) for c in conversations[:400]] + list(REPLIES.values()) * 20
-                                       + ["\n\nsafe", "\n\nunsafe"] * 20)
+    tokenizer = vocab.llama3_tokenizer(
+        [_flatten(c) for c in conversations[:400]]
+        + list(REPLIES.values()) * 20
+        + ["\n\nsafe", "\n\nunsafe"] * 20
+    )
     tokenizer.chat_template = CHAT_TEMPLATE
     model = LlamaForCausalLM(tiny_llama_config(tokenizer))
     validation = [_example(tokenizer, conv) for conv in held_out]
-    train_causal_lm(model, [_example(tokenizer, conv) for conv in conversations], steps=steps,
-                    max_steps=max_steps, batch_size=16, lr=3e-3, pad_id=tokenizer.pad_token_id, seed=SEED,
-                    validation=validation)
+    train_causal_lm(
+        model,
+        [_example(tokenizer, conv) for conv in conversations],
+        steps=steps,
+        max_steps=max_steps,
+        batch_size=16,
+        lr=3e-3,
+        pad_id=tokenizer.pad_token_id,
+        seed=SEED,
+        validation=validation,
+    )
     accuracy = answer_accuracy(model, validation, tokenizer.pad_token_id)
     if accuracy < 0.95:
-        raise RuntimeError(f"the chat demo model did not learn its replies (held-out accuracy {accuracy:.2f})")
+        raise RuntimeError(
+            f"the chat demo model did not learn its replies (held-out accuracy {accuracy:.2f})"
+        )
     model.generation_config = greedy_generation_config(model.config, max_new_tokens=96)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -110,7 +139,10 @@ def _conversation(source: TextSource) -> list[dict[str, str]]:
         conv.append({"role": "system", "content": rng.choice(_SYSTEMS)})
     if rng.random() < 0.25:
         earlier = _user_text(source)
-        conv += [{"role": "user", "content": earlier}, {"role": "assistant", "content": REPLIES[reply_kind(earlier)]}]
+        conv += [
+            {"role": "user", "content": earlier},
+            {"role": "assistant", "content": REPLIES[reply_kind(earlier)]},
+        ]
     conv.append({"role": "user", "content": _user_text(source)})
     return conv
 
@@ -124,4 +156,3 @@ def _example(tokenizer: PreTrainedTokenizerFast, conv: list[dict[str, str]]) -> 
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     answer = tokenizer.encode(REPLIES[reply_kind(conv[-1]["content"])] + vocab.EOT, add_special_tokens=False)
     return Example((), tuple(ids), tuple(answer))
-

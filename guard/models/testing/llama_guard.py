@@ -43,8 +43,9 @@ def answer_for(text: str) -> str:
     return f"\n\nunsafe\n{','.join(codes)}{vocab.EOT}" if codes else f"\n\nsafe{vocab.EOT}"
 
 
-def build_llama_guard_model(out_dir: Path, *, steps: int = 200, max_steps: int = 800,
-                            examples: int = 2400) -> Path:
+def build_llama_guard_model(
+    out_dir: Path, *, steps: int = 200, max_steps: int = 800, examples: int = 2400
+) -> Path:
     """Build, train and save the demo model and its tokenizer in ``out_dir``; returns ``out_dir``.
     Training runs ``steps`` steps, then on until every held-out conversation gets its answer."""
     torch.manual_seed(SEED)
@@ -58,16 +59,29 @@ def build_llama_guard_model(out_dir: Path, *, steps: int = 200, max_steps: int =
         tokenizer.chat_template = template
     model = LlamaForCausalLM(tiny_llama_config(tokenizer))
     model.config.guard_family = FAMILY
-    started = time.perf_counter()
+    started = time.process_time()
     validation = _examples(tokenizer, held_out, [render(conv) for conv in held_out])
-    losses = train_causal_lm(model, _examples(tokenizer, train, prompts), steps=steps, max_steps=max_steps,
-                             batch_size=16, lr=6e-3, pad_id=tokenizer.pad_token_id, seed=SEED,
-                             validation=validation)
+    losses = train_causal_lm(
+        model,
+        _examples(tokenizer, train, prompts),
+        steps=steps,
+        max_steps=max_steps,
+        batch_size=16,
+        lr=6e-3,
+        pad_id=tokenizer.pad_token_id,
+        seed=SEED,
+        validation=validation,
+    )
     accuracy = answer_accuracy(model, validation, tokenizer.pad_token_id)
     if accuracy < 0.97:
-        raise RuntimeError(f"the Llama Guard demo model did not learn its answers (held-out accuracy {accuracy:.2f})")
-    model.config.guard_build = {"steps": len(losses), "held_out_accuracy": accuracy,
-                                "train_seconds": round(time.perf_counter() - started, 1)}
+        raise RuntimeError(
+            f"the Llama Guard demo model did not learn its answers (held-out accuracy {accuracy:.2f})"
+        )
+    model.config.guard_build = {
+        "steps": len(losses),
+        "held_out_accuracy": accuracy,
+        "train_cpu_seconds": round(time.process_time() - started, 1),
+    }
     model.generation_config = greedy_generation_config(model.config, max_new_tokens=20)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -78,14 +92,23 @@ def _conversations(source: TextSource, count: int) -> list[list[Turn]]:
     """Random shapes: one to three turns; the judged (last) message is hazardous half of the time
     and so are the earlier turns, so the model learns to judge only the last message."""
     rng = source.rng
-    return [_conversation(source, rng.choices([1, 2, 3], weights=TURN_WEIGHTS)[0], rng.random() < 0.5,
-                          rng.random() < 0.5) for _ in range(count)]
+    return [
+        _conversation(
+            source, rng.choices([1, 2, 3], weights=TURN_WEIGHTS)[0], rng.random() < 0.5, rng.random() < 0.5
+        )
+        for _ in range(count)
+    ]
 
 
 def _stratified(source: TextSource, per_case: int) -> list[list[Turn]]:
     """Every shape (turns x hazard in the last message x hazard earlier) ``per_case`` times."""
-    cases = [(turns, last, earlier) for turns in (1, 2, 3) if TURN_WEIGHTS[turns - 1] for last in (False, True)
-             for earlier in ((False,) if turns == 1 else (False, True))]
+    cases = [
+        (turns, last, earlier)
+        for turns in (1, 2, 3)
+        if TURN_WEIGHTS[turns - 1]
+        for last in (False, True)
+        for earlier in ((False,) if turns == 1 else (False, True))
+    ]
     return [_conversation(source, *case) for case in cases for _ in range(per_case)]
 
 
@@ -106,25 +129,31 @@ def _conversation(source: TextSource, turns: int, hazard_last: bool, hazard_earl
 def _hazard_forms() -> list[str]:
     """Every hazard word, lower-case and capitalised, with and without a leading space: each
     becomes one token, so one attention head can find it."""
-    return [f"{lead}{form}" for word in HAZARD_CODES for form in (word, word.capitalize()) for lead in ("", " ")]
+    return [
+        f"{lead}{form}" for word in HAZARD_CODES for form in (word, word.capitalize()) for lead in ("", " ")
+    ]
 
 
 def _answers() -> list[str]:
     return [answer_for(word) for word in HAZARD_CODES] + [answer_for("")]
 
 
-def _examples(tokenizer: PreTrainedTokenizerFast, convs: list[list[Turn]], prompts: list[str]) -> list[Example]:
+def _examples(
+    tokenizer: PreTrainedTokenizerFast, convs: list[list[Turn]], prompts: list[str]
+) -> list[Example]:
     """Prompt ids split into the shared header (up to the conversation) and the rest."""
     headers = [prompt[: prompt.index(HEADER_END) + len(HEADER_END)] for prompt in prompts]
     answers = [answer_for(conv[-1][1]) for conv in convs]
     header_ids = {h: tuple(tokenizer.encode(h, add_special_tokens=False)) for h in set(headers)}
-    bodies = [prompt[len(h):] for h, prompt in zip(headers, prompts)]
+    bodies = [prompt[len(h) :] for h, prompt in zip(headers, prompts)]
     encoded = tokenizer(bodies + answers, add_special_tokens=False)["input_ids"]
     for h, prompt, body in zip(headers[:8], prompts, encoded):
         if tokenizer.encode(prompt, add_special_tokens=False) != list(header_ids[h]) + body:
             raise AssertionError("the header/conversation split must fall on a token boundary")
-    return [Example(header_ids[h], tuple(body), tuple(answer))
-            for h, body, answer in zip(headers, encoded[: len(prompts)], encoded[len(prompts):])]
+    return [
+        Example(header_ids[h], tuple(body), tuple(answer))
+        for h, body, answer in zip(headers, encoded[: len(prompts)], encoded[len(prompts) :])
+    ]
 
 
 # --------------------------------------------------------------------------- prompt rendering
@@ -154,8 +183,10 @@ def _renderer(template: str | None) -> Renderer:
     if render_prompt is not None:
         return lambda conv: render_prompt([Message(role=r, content=t) for r, t in conv], FAMILY).text
     if template is None:
-        raise ConfigError("cannot render Llama Guard prompts: neither guard.models.llama_guard.prompt nor "
-                          f"the shared {TEMPLATE_PATH} is available")
+        raise ConfigError(
+            "cannot render Llama Guard prompts: neither guard.models.llama_guard.prompt nor "
+            f"the shared {TEMPLATE_PATH} is available"
+        )
     # apply_chat_template needs a tokenizer object; rendering text uses none of its vocabulary.
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"?": 0}, unk_token="?")))
     tokenizer.chat_template = template

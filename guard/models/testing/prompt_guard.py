@@ -32,7 +32,9 @@ def label_for(kind: str, version: int) -> int:
     return 0 if kind == "benign" else 1
 
 
-def build_prompt_guard_model(out_dir: Path, version: int = 2, *, steps: int = 200, examples: int = 2400) -> Path:
+def build_prompt_guard_model(
+    out_dir: Path, version: int = 2, *, steps: int = 200, examples: int = 2400
+) -> Path:
     if version not in LABELS:
         raise ValueError(f"Prompt Guard version must be 1 or 2, not {version!r}")
     torch.manual_seed(SEED + version)
@@ -40,8 +42,10 @@ def build_prompt_guard_model(out_dir: Path, version: int = 2, *, steps: int = 20
     texts = [(kind, _text(source, kind)) for kind in (_KINDS * examples)[:examples]]
     tokenizer = vocab.deberta_tokenizer([t for _, t in texts])
     model = DebertaV2ForSequenceClassification(_config(tokenizer, LABELS[version]))
-    data = [(tokenizer.encode(text, truncation=True, max_length=128), label_for(kind, version))
-            for kind, text in texts]
+    data = [
+        (tokenizer.encode(text, truncation=True, max_length=128), label_for(kind, version))
+        for kind, text in texts
+    ]
     _train(model, data, steps=steps, pad_id=tokenizer.pad_token_id, seed=SEED)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -49,27 +53,54 @@ def build_prompt_guard_model(out_dir: Path, version: int = 2, *, steps: int = 20
 
 
 def _text(source: PromptSource, kind: str) -> str:
-    return {"benign": source.benign_prompt, "injection": source.injection, "jailbreak": source.jailbreak}[kind]()
+    return {"benign": source.benign_prompt, "injection": source.injection, "jailbreak": source.jailbreak}[
+        kind
+    ]()
 
 
 def _config(tokenizer: PreTrainedTokenizerFast, labels: list[str]) -> DebertaV2Config:
     """DeBERTa-v3 layout (relative attention, no absolute positions), a few thousand times smaller."""
     return DebertaV2Config(
-        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=128, max_position_embeddings=512, relative_attention=True, position_buckets=32,
-        norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"], position_biased_input=False,
-        max_relative_positions=-1, type_vocab_size=0, pooler_hidden_size=64, pooler_dropout=0.0,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.05,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=512,
+        relative_attention=True,
+        position_buckets=32,
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+        pos_att_type=["p2c", "c2p"],
+        position_biased_input=False,
+        max_relative_positions=-1,
+        type_vocab_size=0,
+        pooler_hidden_size=64,
+        pooler_dropout=0.0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=0.05,
         pad_token_id=tokenizer.pad_token_id,
-        id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
     )
 
 
-def _train(model: DebertaV2ForSequenceClassification, data: list[tuple[list[int], int]], *, steps: int,
-           pad_id: int, seed: int, batch_size: int = 16, lr: float = 3e-3) -> None:
+def _train(
+    model: DebertaV2ForSequenceClassification,
+    data: list[tuple[list[int], int]],
+    *,
+    steps: int,
+    pad_id: int,
+    seed: int,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+) -> None:
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps)
+    )
     model.train()
     for _ in range(steps):
         batch = rng.sample(data, batch_size)

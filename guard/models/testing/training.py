@@ -33,12 +33,22 @@ def split_prefix(prompt: Sequence[int], prefix: Sequence[int]) -> tuple[int, ...
     """The prompt ids after ``prefix``; the split must fall on a token boundary."""
     if list(prompt[: len(prefix)]) != list(prefix):
         raise ValueError("the prompt ids do not start with the shared prefix ids")
-    return tuple(prompt[len(prefix):])
+    return tuple(prompt[len(prefix) :])
 
 
-def train_causal_lm(model: PreTrainedModel, examples: Sequence[Example], *, steps: int, batch_size: int,
-                    lr: float, pad_id: int, seed: int = 0, validation: Sequence[Example] = (),
-                    max_steps: int | None = None, check_every: int = 50) -> list[float]:
+def train_causal_lm(
+    model: PreTrainedModel,
+    examples: Sequence[Example],
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    pad_id: int,
+    seed: int = 0,
+    validation: Sequence[Example] = (),
+    max_steps: int | None = None,
+    check_every: int = 50,
+) -> list[float]:
     """Train in place with AdamW (linear warmup, then constant rate) for ``steps`` steps, then on
     until greedy decoding reproduces every ``validation`` answer (checked every ``check_every``
     steps) or ``max_steps`` is reached. Returns the loss of each step."""
@@ -83,17 +93,21 @@ def answer_accuracy(model: PreTrainedModel, examples: Sequence[Example], pad_id:
     for prefix, group in groups.items():
         logits, targets, rows = _answer_logits(model, prefix, group, pad_id)
         hits = (logits.argmax(-1) == targets).tolist()
-        right += sum(all(h for h, r in zip(hits, rows) if r == i) for i in range(len(group)))
+        wrong = {row for hit, row in zip(hits, rows) if not hit}
+        right += len(group) - len(wrong)
     return right / len(examples)
 
 
-def _batch_loss(model: PreTrainedModel, prefix: tuple[int, ...], batch: list[Example], pad_id: int) -> torch.Tensor:
+def _batch_loss(
+    model: PreTrainedModel, prefix: tuple[int, ...], batch: list[Example], pad_id: int
+) -> torch.Tensor:
     logits, targets, _ = _answer_logits(model, prefix, batch, pad_id)
     return torch.nn.functional.cross_entropy(logits, targets)
 
 
-def _answer_logits(model: PreTrainedModel, prefix: tuple[int, ...], batch: list[Example],
-                   pad_id: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def _answer_logits(
+    model: PreTrainedModel, prefix: tuple[int, ...], batch: list[Example], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Logits at the positions that predict answer tokens, the answer tokens, and each one's row.
     Sequences are right-padded and need no attention mask: in a causal model, padding after the
     answer never reaches the positions we score."""
@@ -117,7 +131,8 @@ def _answer_logits(model: PreTrainedModel, prefix: tuple[int, ...], batch: list[
         cache.batch_repeat_interleave(len(batch))
     start = len(prefix)
     positions = torch.arange(start, start + width).unsqueeze(0).expand(len(batch), -1)
-    hidden = backbone(input_ids=ids, past_key_values=cache, use_cache=cache is not None,
-                      position_ids=positions).last_hidden_state
+    hidden = backbone(
+        input_ids=ids, past_key_values=cache, use_cache=cache is not None, position_ids=positions
+    ).last_hidden_state
     logits = model.get_output_embeddings()(hidden[rows, cols])
     return logits, torch.tensor(targets), rows
