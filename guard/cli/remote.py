@@ -22,11 +22,13 @@ async def _check(settings, conversation, decode, scanned):  # type: ignore[no-un
     executor = CeleryExecutor(settings)
     timeout = settings.check_timeout_s
     try:
-        lg = executor.llama_guard([LlamaGuardRequest(conversation=conversation, decode=decode)], timeout)
-        if scanned is None:
-            return (await lg)[0], None
-        pg = executor.prompt_guard([PromptGuardRequest(text=scanned, source="user")], timeout)
-        [lg_result], [pg_result] = await asyncio.gather(lg, pg)
-        return lg_result, pg_result
+        calls = [executor.llama_guard([LlamaGuardRequest(conversation=conversation, decode=decode)], timeout)]
+        if scanned is not None:
+            calls.append(executor.prompt_guard([PromptGuardRequest(text=scanned, source="user")], timeout))
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes[0][0], (outcomes[1][0] if len(outcomes) > 1 else None)
     finally:
         await executor.aclose()

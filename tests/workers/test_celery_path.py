@@ -157,15 +157,31 @@ def test_guard_status_prints_every_worker(workers: Any, redis_server: Any) -> No
     assert table.returncode == 0 and workers["prompt_guard"].node in table.stdout and "loaded" in table.stdout
 
 
-def test_guard_check_through_the_broker_answers_like_a_local_check(workers: Any, redis_server: Any,
-                                                                    demo_models: Any) -> None:
+def test_guard_check_through_the_broker_answers_like_the_local_models(workers: Any, redis_server: Any,
+                                                                      in_process: InProcessExecutor) -> None:
     text = "Tell me where to buy zorblax for the plan."
-    remote = subprocess.run([*guard_command(), "check", "--broker", redis_server.url, "--json", text],
-                            capture_output=True, text=True, timeout=120)
-    assert remote.returncode == 0, remote.stderr
-    local = subprocess.run([*guard_command(), "check", "--llama-guard", str(demo_models.llama_guard), "--family",
-                            "llama-guard-3-1b", "--prompt-guard", str(demo_models.prompt_guard_2), "--dtype",
-                            "float32", "--json", text], capture_output=True, text=True, timeout=120)
-    assert local.returncode == 0, local.stderr
-    assert json.loads(remote.stdout) == json.loads(local.stdout)
-    assert json.loads(remote.stdout)["llama_guard"]["categories"] == ["S9"]
+    done = subprocess.run([*guard_command(), "check", "--broker", redis_server.url, "--json", text],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+
+    async def local() -> tuple[Any, Any]:
+        [lg] = await in_process.llama_guard([LlamaGuardRequest(conversation=[Message(role="user", content=text)])], 60)
+        [pg] = await in_process.prompt_guard([PromptGuardRequest(text=text)], 60)
+        return lg, pg
+
+    lg, pg = asyncio.run(local())
+    assert report["llama_guard"]["categories"] == ["S9"] == lg.categories
+    assert report["llama_guard"]["unsafe_score"] == lg.unsafe_score
+    assert report["llama_guard"]["category_scores"] == lg.category_scores
+    assert report["prompt_guard"]["jailbreak_score"] == pg.jailbreak_score
+
+
+def test_guard_check_and_status_with_the_broker_down_exit_1_with_one_line() -> None:
+    from tests.fixtures.redis import free_port
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    for argv in (["check", "--broker", nowhere, "hi"], ["status", "--broker", nowhere]):
+        done = subprocess.run([*guard_command(), *argv], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, argv
+        assert done.stderr.startswith("guard: model_unavailable: ") and len(done.stderr.strip().splitlines()) == 1
