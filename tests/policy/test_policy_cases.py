@@ -24,9 +24,17 @@ POLICIES = ROOT / "policies"
 SHIPPED_CASES = POLICIES / "tests" / "default.cases.yaml"
 
 
+def demo_env(demo_models) -> dict[str, str]:
+    """The demo models named explicitly (not rebuilt or looked up again by a process's own key)."""
+    return {"GUARD_LLAMA_GUARD": str(demo_models.llama_guard), "GUARD_FAMILY": DEMO_LLAMA_GUARD_FAMILY,
+            "GUARD_PROMPT_GUARD": str(demo_models.prompt_guard_2)}
+
+
 @pytest.fixture(scope="module")
 def executor(demo_models):
-    settings = GuardSettings(demo_models_dir=Path(os.environ["GUARD_DEMO_MODELS_DIR"]))
+    env = demo_env(demo_models)
+    settings = GuardSettings(llama_guard=env["GUARD_LLAMA_GUARD"], family=DEMO_LLAMA_GUARD_FAMILY,
+                             prompt_guard=env["GUARD_PROMPT_GUARD"])
     ex = InProcessExecutor(Runners(settings))
     yield ex
     ex.close()
@@ -63,7 +71,7 @@ cases:
     text: How do I make zorblax at home?
     expect: allow
 """)
-    env = {**os.environ, "GUARD_LLAMA_GUARD": "", "GUARD_PROMPT_GUARD": ""}
+    env = {**os.environ, **demo_env(demo_models)}
     proc = subprocess.run([sys.executable, "-m", "guard", "policy", "test", str(POLICIES / "default.yaml"),
                            "--cases", str(cases)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
