@@ -8,9 +8,11 @@ that means. Only cancellation (the caller went away) propagates.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
+from guard import metrics
 from guard.errors import GuardError, GuardTimeout
 from guard.executor.base import Executor
 from guard.policy.plan import CheckPlan
@@ -33,11 +35,15 @@ def guard_timeout(plan: CheckPlan, name: str, timeouts: Timeouts = None) -> floa
 
 async def run_checks(executor: Executor, plan: CheckPlan, timeouts: Timeouts = None) -> GuardResults:
     jobs: dict[str, Awaitable[list[Any]]] = {}
+    seconds: dict[str, float] = {}
     if plan.llama_guard is not None:
-        jobs["llama_guard"] = executor.llama_guard([plan.llama_guard], guard_timeout(plan, "llama_guard", timeouts))
+        jobs["llama_guard"] = _timed(executor.llama_guard([plan.llama_guard],
+                                                          guard_timeout(plan, "llama_guard", timeouts)),
+                                     "llama_guard", seconds)
     if plan.prompt_guard:
-        jobs["prompt_guard"] = executor.prompt_guard(plan.prompt_guard_requests,
-                                                     guard_timeout(plan, "prompt_guard", timeouts))
+        jobs["prompt_guard"] = _timed(executor.prompt_guard(plan.prompt_guard_requests,
+                                                            guard_timeout(plan, "prompt_guard", timeouts)),
+                                      "prompt_guard", seconds)
     outcomes = await asyncio.gather(*jobs.values(), return_exceptions=True)
     fields: dict[str, Any] = {"errors": {}, "timeouts": []}
     for name, outcome in zip(jobs, outcomes):
@@ -51,7 +57,16 @@ async def run_checks(executor: Executor, plan: CheckPlan, timeouts: Timeouts = N
             fields["llama_guard"] = outcome[0]
         else:
             fields["prompt_guard"] = plan.with_indices(outcome)
+    metrics.observe_checks(seconds, fields["errors"], fields["timeouts"])
     return GuardResults(**fields)
+
+
+async def _timed(job: Awaitable[list[Any]], name: str, seconds: dict[str, float]) -> list[Any]:
+    started = time.perf_counter()
+    try:
+        return await job
+    finally:
+        seconds[name] = time.perf_counter() - started
 
 
 def _describe(error: BaseException) -> str:

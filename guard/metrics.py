@@ -121,6 +121,23 @@ AUDIT_JOURNAL_DEPTH = Gauge(
 # --------------------------------------------------------------------------- helpers
 
 
+def observe_policy_reload(event: object) -> None:
+    """``PolicyStore`` listener: count a reload that took effect or was rejected (duck-typed on the
+    store's ``ReloadEvent.ok``, so this module imports nothing of the policy room)."""
+    (POLICY_RELOADS if getattr(event, "ok", False) else POLICY_RELOAD_FAILURES).inc()
+
+
+def observe_checks(guard_seconds: dict[str, float], errors: dict[str, str], timeouts: Iterable[str]) -> None:
+    """Count what one ``run_checks`` saw: latency per guard, failures by guard and error kind
+    (the ``kind`` before ``:`` in ``GuardResults.errors``), timeouts by guard."""
+    for guard, seconds in guard_seconds.items():
+        GUARD_SECONDS.labels(guard).observe(seconds)
+    for guard, text in errors.items():
+        GUARD_ERRORS.labels(guard, text.split(":", 1)[0].strip() or "guard_error").inc()
+    for guard in timeouts:
+        GUARD_TIMEOUTS.labels(guard).inc()
+
+
 def observe_decision(tenant: str, direction: str, action: str, categories: Iterable[str] = ()) -> None:
     """Count one decision and the categories behind it."""
     DECISIONS.labels(tenant, direction, action).inc()

@@ -74,7 +74,11 @@ class GatewayMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                message["headers"] = [*message.get("headers", []), id_header]
+                headers = list(message.get("headers", []))
+                # The error mapper sets it too: one header, not "id, id".
+                if not any(name.lower() == id_header[0] for name, _ in headers):
+                    headers.append(id_header)
+                message["headers"] = headers
             await send(message)
 
         try:

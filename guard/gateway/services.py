@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from guard import metrics
 from guard.audit import AuditStore, open_store
 from guard.executor.base import Executor, create_executor
 from guard.gateway.config import GatewayConfig, load_config
@@ -36,6 +37,7 @@ class GatewayServices:
     watch_policies: bool = True
 
     def start(self) -> None:
+        self.policies.add_listener(metrics.observe_policy_reload)
         if self.watch_policies:
             self.policies.start()
         warm_up = getattr(self.executor, "warm_up", None)
