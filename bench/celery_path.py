@@ -245,7 +245,8 @@ async def bench(args: argparse.Namespace, url: str, worker_pid: int, redis_pid: 
     finally:
         await celery.aclose()
         inproc.close()
-    print(f"max_wait_ms={args.max_wait_ms} worker threads={args.worker_concurrency} callers={args.concurrency} "
+    print(f"max_wait_ms={args.max_wait_ms} worker threads={args.worker_concurrency} "
+          f"callers={args.concurrency} "
           f"cores={os.cpu_count()} rounds={args.rounds} (medians) "
           f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
     report(median_of(base_rounds), median_of(celery_rounds))

@@ -71,7 +71,8 @@ def celery_config(settings: GuardSettings, *, with_backend: bool = True) -> dict
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
-        "task_queues": [Queue(QUEUES[kind], Exchange(QUEUES[kind]), routing_key=QUEUES[kind]) for kind in KINDS],
+        "task_queues": [Queue(QUEUES[kind], Exchange(QUEUES[kind]), routing_key=QUEUES[kind])
+                        for kind in KINDS],
         "task_default_queue": QUEUES["prompt_guard"],
         "task_routes": {TASKS[kind]: {"queue": QUEUES[kind]} for kind in KINDS},
         "task_acks_late": True,

@@ -141,4 +141,5 @@ def _on_worker_shutdown(**_: Any) -> None:
         return
     for kind in _served or list(KINDS):
         stats = _runtime.status(kind, worker="").batching
-        log.info("%s: %d batches, %d requests, largest batch %d", kind, stats.batches, stats.items, stats.max_batch)
+        log.info("%s: %d batches, %d requests, largest batch %d", kind, stats.batches, stats.items,
+                 stats.max_batch)

@@ -24,11 +24,12 @@ def register(app: typer.Typer) -> None:
 
 def status(
     broker: str | None = typer.Option(None, "--broker", help="broker URL (default: GUARD_BROKER_URL)"),
-    timeout: float = typer.Option(1.0, "--timeout", min=0.05, help="seconds to wait for the workers' answers"),
+    timeout: float = typer.Option(1.0, "--timeout", min=0.05,
+                                  help="seconds to wait for the workers' answers"),
     queue: str | None = typer.Option(None, "--queue", help="only workers of this queue"),
     host: str | None = typer.Option(None, "--host", help="only workers whose node name ends with @HOST"),
-    require_loaded: bool = typer.Option(False, "--require-loaded",
-                                        help="exit 1 unless a worker answered and all have their model loaded"),
+    require_loaded: bool = typer.Option(
+        False, "--require-loaded", help="exit 1 unless a worker answered and all have their model loaded"),
     as_json: bool = typer.Option(False, "--json", help="one JSON array instead of a table"),
 ) -> None:
     """Print the status of every guard worker behind the broker."""

@@ -24,24 +24,29 @@ def register(app: typer.Typer) -> None:
 
 def worker(
     queue: str = typer.Option(..., "--queue", "-Q", help=QUEUE_HELP),
-    model: str | None = typer.Option(None, "--model", help="hub id or directory (default: GUARD_LLAMA_GUARD / "
-                                     "GUARD_PROMPT_GUARD; none = the demo model)"),
+    model: str | None = typer.Option(
+        None, "--model", help="hub id or directory (default: GUARD_LLAMA_GUARD / GUARD_PROMPT_GUARD; "
+                              "none = the demo model)"),
     family: str | None = typer.Option(None, "--family", help="Llama Guard family, e.g. llama-guard-3-8b"),
-    revision: str | None = typer.Option(None, "--revision", help="model revision (hub commit, branch or tag)"),
+    revision: str | None = typer.Option(None, "--revision",
+                                        help="model revision (hub commit, branch or tag)"),
     dtype: str | None = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16"),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps"),
-    concurrency: int | None = typer.Option(None, "--concurrency", "-c", min=1,
-                                           help="tasks run at once (threads; default GUARD_WORKER_CONCURRENCY)"),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", "-c", min=1,
+        help="tasks run at once (threads; default GUARD_WORKER_CONCURRENCY)"),
     broker: str | None = typer.Option(None, "--broker", help="broker URL (default: GUARD_BROKER_URL)"),
-    result_backend: str | None = typer.Option(None, "--result-backend",
-                                              help="result backend URL (default: GUARD_RESULT_BACKEND, else the broker)"),
-    name: str | None = typer.Option(None, "--name", "-n", help="worker node name (default: <queue>.<pid>@<host>)"),
+    result_backend: str | None = typer.Option(
+        None, "--result-backend", help="result backend URL (default: GUARD_RESULT_BACKEND, else the broker)"),
+    name: str | None = typer.Option(None, "--name", "-n",
+                                    help="worker node name (default: <queue>.<pid>@<host>)"),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l", help="DEBUG, INFO, WARNING or ERROR"),
 ) -> None:
     """Run a Celery worker serving Llama Guard or Prompt Guard from its queue."""
     queues = parse_queues(queue)
     if model is not None and len(queues) > 1:
-        raise BadInput("--model names one model: serve one queue per worker (--queue llama_guard or prompt_guard)")
+        raise BadInput("--model names one model: serve one queue per worker "
+                       "(--queue llama_guard or prompt_guard)")
     _export(queues, model=model, family=family, revision=revision, dtype=dtype, device=device,
             concurrency=concurrency, broker=broker, result_backend=result_backend)
     _validate_settings()
@@ -52,8 +57,9 @@ def worker(
     settings = get_settings()
     app.conf.update(celery_config(settings))
     node = name or f"{'+'.join(queues)}.{os.getpid()}@%h"
-    app.worker_main(["worker", "-Q", ",".join(queues), "-P", "threads", "-c", str(settings.worker_concurrency),
-                     "-n", node, "--loglevel", loglevel, "--without-mingle", "--without-gossip"])
+    app.worker_main(["worker", "-Q", ",".join(queues), "-P", "threads",
+                     "-c", str(settings.worker_concurrency), "-n", node, "--loglevel", loglevel,
+                     "--without-mingle", "--without-gossip"])
 
 
 def parse_queues(value: str) -> list[str]:
@@ -76,8 +82,8 @@ def _export(queues: list[str], *, model: str | None, **flags: object) -> None:
         os.environ["GUARD_LLAMA_GUARD" if queues == ["llama_guard"] else "GUARD_PROMPT_GUARD"] = model
     revision = flags.pop("revision")
     if revision is not None:
-        os.environ["GUARD_LLAMA_GUARD_REVISION" if queues == ["llama_guard"] else "GUARD_PROMPT_GUARD_REVISION"] = \
-            str(revision)
+        lg = queues == ["llama_guard"]
+        os.environ["GUARD_LLAMA_GUARD_REVISION" if lg else "GUARD_PROMPT_GUARD_REVISION"] = str(revision)
     for key, value in flags.items():
         if value is not None:
             os.environ[names[key]] = str(value)

@@ -22,10 +22,12 @@ __all__ = ["Executor", "WorkerStatus", "create_executor"]
 
 @runtime_checkable
 class Executor(Protocol):
-    async def llama_guard(self, requests: Sequence[LlamaGuardRequest], timeout: float) -> list[LlamaGuardResult]:
+    async def llama_guard(self, requests: Sequence[LlamaGuardRequest],
+                          timeout: float) -> list[LlamaGuardResult]:
         ...
 
-    async def prompt_guard(self, requests: Sequence[PromptGuardRequest], timeout: float) -> list[PromptGuardResult]:
+    async def prompt_guard(self, requests: Sequence[PromptGuardRequest],
+                           timeout: float) -> list[PromptGuardResult]:
         ...
 
     async def status(self) -> list[WorkerStatus]:

@@ -74,10 +74,12 @@ class CeleryExecutor:
         self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         self._closed = False
 
-    async def llama_guard(self, requests: Sequence[LlamaGuardRequest], timeout: float) -> list[LlamaGuardResult]:
+    async def llama_guard(self, requests: Sequence[LlamaGuardRequest],
+                          timeout: float) -> list[LlamaGuardResult]:
         return await self._call("llama_guard", requests, timeout)
 
-    async def prompt_guard(self, requests: Sequence[PromptGuardRequest], timeout: float) -> list[PromptGuardResult]:
+    async def prompt_guard(self, requests: Sequence[PromptGuardRequest],
+                           timeout: float) -> list[PromptGuardResult]:
         return await self._call("prompt_guard", requests, timeout)
 
     async def ping(self, kind: Kind, timeout: float = 5.0) -> list[WorkerStatus]:
@@ -136,7 +138,8 @@ class CeleryExecutor:
         if reply.error is not None:
             raise error_from_info(reply.error)
         if len(reply.outcomes) != len(requests):
-            raise ModelUnavailable(f"{kind}: worker answered {len(reply.outcomes)} outcomes for {len(requests)}")
+            raise ModelUnavailable(
+                f"{kind}: worker answered {len(reply.outcomes)} outcomes for {len(requests)}")
         return list(reply.outcomes)
 
     async def _roundtrip(self, task: str, args: list[Any], queue: str, timeout: float) -> dict[str, Any]:
@@ -273,6 +276,8 @@ def _success(meta: dict[str, Any], what: str) -> Any:
     if status == "REVOKED":
         raise GuardTimeout(f"{what} expired before a worker took it")
     result = meta.get("result") or {}
-    detail = f"{result.get('exc_type', status)}: {result.get('exc_message', '')}" if isinstance(result, dict) \
-        else str(result)
+    if isinstance(result, dict):
+        detail = f"{result.get('exc_type', status)}: {result.get('exc_message', '')}"
+    else:
+        detail = str(result)
     raise ModelUnavailable(f"{what} failed on the worker: {detail}")

@@ -30,10 +30,12 @@ class InProcessExecutor:
         return cls(load_runners(settings), max_batch_size=settings.max_batch_size,
                    max_wait_ms=settings.max_wait_ms)
 
-    async def llama_guard(self, requests: Sequence[LlamaGuardRequest], timeout: float) -> list[LlamaGuardResult]:
+    async def llama_guard(self, requests: Sequence[LlamaGuardRequest],
+                          timeout: float) -> list[LlamaGuardResult]:
         return await self._run("llama_guard", requests, timeout)
 
-    async def prompt_guard(self, requests: Sequence[PromptGuardRequest], timeout: float) -> list[PromptGuardResult]:
+    async def prompt_guard(self, requests: Sequence[PromptGuardRequest],
+                           timeout: float) -> list[PromptGuardResult]:
         return await self._run("prompt_guard", requests, timeout)
 
     async def status(self) -> list[WorkerStatus]:

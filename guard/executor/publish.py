@@ -32,7 +32,8 @@ DELIVERY_MODE_PERSISTENT = 2
 class RedisTaskPublisher:
     """Sends tasks by name to queues of a Redis broker; one per event loop."""
 
-    def __init__(self, app: Celery, url: str, *, connect_timeout: float = 1.0, socket_timeout: float = 5.0) -> None:
+    def __init__(self, app: Celery, url: str, *, connect_timeout: float = 1.0,
+                 socket_timeout: float = 5.0) -> None:
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"not a Redis broker URL: {url}")
         self._app = app

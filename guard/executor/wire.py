@@ -87,8 +87,10 @@ class PromptGuardReply(Reply[PromptGuardResult]):
     pass
 
 
-CALLS: dict[Kind, type[Call]] = {"llama_guard": LlamaGuardCall, "prompt_guard": PromptGuardCall}  # type: ignore[type-arg]
-REPLIES: dict[Kind, type[Reply]] = {"llama_guard": LlamaGuardReply, "prompt_guard": PromptGuardReply}  # type: ignore[type-arg]
+CALLS: dict[Kind, type[Call]] = {  # type: ignore[type-arg]
+    "llama_guard": LlamaGuardCall, "prompt_guard": PromptGuardCall}
+REPLIES: dict[Kind, type[Reply]] = {  # type: ignore[type-arg]
+    "llama_guard": LlamaGuardReply, "prompt_guard": PromptGuardReply}
 
 
 class BatchCounters(_Wire):
