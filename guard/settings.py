@@ -31,7 +31,10 @@ class GuardSettings(BaseSettings):
 
     # ---- batching (in-process executor and Celery workers)
     max_batch_size: int = 16
-    max_wait_ms: float = 5.0
+    # How long a batch waits for more requests after its first. 0 = greedy: a batch is whatever is
+    # queued when the model is free, so a lone check never waits and batches grow under load by
+    # themselves; a few ms can fill GPU batches better under steady, moderate traffic.
+    max_wait_ms: float = 0.0
 
     # ---- executor / Celery
     broker_url: str | None = None

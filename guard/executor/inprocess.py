@@ -22,7 +22,7 @@ WORKER_NAME = "in-process"
 
 
 class InProcessExecutor:
-    def __init__(self, runners: Runners, *, max_batch_size: int = 16, max_wait_ms: float = 5.0) -> None:
+    def __init__(self, runners: Runners, *, max_batch_size: int = 16, max_wait_ms: float = 0.0) -> None:
         self.models = BatchedModels(runners, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
 
     @classmethod
