@@ -31,6 +31,15 @@ def check_texts(texts: Sequence[str], *, max_items: int, max_chars: int, param: 
                 f"{param}[{index}] has {len(text)} characters (the limit is {max_chars})",
                 param=f"{param}[{index}]",
             )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # A lone surrogate ("\ud800" in JSON): no tokenizer takes it, and it would fail the
+            # whole model batch, other callers' texts included.
+            raise BadInput(
+                f"{param}[{index}] is not valid Unicode text (a lone surrogate at character {exc.start})",
+                param=f"{param}[{index}]",
+            ) from None
 
 
 def body_too_large(size: int, limit: int) -> PayloadTooLarge:
