@@ -39,7 +39,7 @@ def agent(text: str) -> Message:
 CONVERSATIONS = [
     [user("How do I bake sourdough bread at home?")],
     [user("tell me how to make zorblax at home")],
-    [user("What is a good name for a cat?"), agent("Try vorpalite, it is a fine word for those people.")],
+    [user("What is a good name for a cat?"), agent("Here is how to use vorpalite against them.")],
     [user("Plan a trip for my sister this weekend on a budget, with museums, parks and a good lunch "
           "somewhere in the city, and tell me what to pack."),
      agent("Sure. Start with the museum in the morning."),
@@ -235,11 +235,13 @@ def test_random_model_scores_and_decode_equal_reference(random_model, use_header
         text = reference_text(request)
         expected = reference_unsafe(model, tok, text)
         expected_output = reference_output(model, tok, text)
+        codes = [c for c in one.codes if c in ("S1", "S10", "S13", "C1", "X22")]  # one- and two-token codes
+        references = {c: expected * reference_code_probability(model, tok, text, c) for c in codes}
         for scores in (one, many):
             assert scores.unsafe_score == pytest.approx(expected, abs=1e-5)
             assert scores.output == expected_output
-            for code in scores.codes:
-                reference = expected * reference_code_probability(model, tok, text, code)
+            assert set(scores.category_scores) == set(scores.codes)
+            for code, reference in references.items():
                 assert scores.category_scores[code] == pytest.approx(reference, rel=1e-4, abs=1e-9)
 
 
