@@ -41,18 +41,23 @@ class Plan:
 
 
 def check(
-    text: str | None = typer.Argument(None, help="text to check as one user message (default: messages JSON on stdin)"),
+    text: str | None = typer.Argument(
+        None, help="text to check as one user message (default: messages JSON on stdin)"),
     llama_guard: str | None = typer.Option(
         None, "--llama-guard", help="Llama Guard hub id or directory (default: GUARD_LLAMA_GUARD)"),
     family: str | None = typer.Option(
-        None, "--family", help="Llama Guard family, e.g. llama-guard-3-1b (default: GUARD_FAMILY, else guessed)"),
+        None, "--family",
+        help="Llama Guard family, e.g. llama-guard-3-1b (default: GUARD_FAMILY, else guessed)"),
     prompt_guard: str | None = typer.Option(
         None, "--prompt-guard", help="Prompt Guard hub id or directory (default: GUARD_PROMPT_GUARD)"),
-    dtype: str | None = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16 (default: GUARD_DTYPE)"),
-    decode: bool = typer.Option(False, "--decode", help="always run the greedy decode, so `output` is the raw text"),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="auto, float32, bfloat16 or float16 (default: GUARD_DTYPE)"),
+    decode: bool = typer.Option(
+        False, "--decode", help="always run the greedy decode, so `output` is the raw text"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
     broker: str | None = typer.Option(
-        None, "--broker", help="send the check through the guard workers behind this Redis URL (default: GUARD_BROKER_URL)"),
+        None, "--broker",
+        help="send the check through the guard workers behind this Redis URL (default: GUARD_BROKER_URL)"),
 ) -> None:
     """Check a conversation with Llama Guard and/or Prompt Guard; with no model given, the demo models."""
     settings = get_settings()
@@ -62,8 +67,9 @@ def check(
     _quiet_transformers()
     conversation = _conversation(text)
     if broker or settings.broker_url:
-        _print(_check_through_broker(broker or settings.broker_url, conversation, decode, llama_guard, prompt_guard),
-               as_json)
+        remote = _check_through_broker(broker or settings.broker_url, conversation, decode, llama_guard,
+                                       prompt_guard)
+        _print(remote, as_json)
         return
     llama_guard = llama_guard or settings.llama_guard or None
     prompt_guard = prompt_guard or settings.prompt_guard or None
@@ -154,7 +160,8 @@ def _run_prompt_guard(model: str, dtype: str, text: str) -> dict[str, Any]:
     from guard.types import PromptGuardRequest
 
     settings = get_settings()
-    runner = load_prompt_guard(model, revision=settings.prompt_guard_revision, dtype=dtype, device=settings.device)
+    runner = load_prompt_guard(model, revision=settings.prompt_guard_revision, dtype=dtype,
+                               device=settings.device)
     [result] = runner.scan([PromptGuardRequest(text=text, source="user")])
     return _prompt_guard_json(result)
 

@@ -15,9 +15,11 @@ table are fixed in inference); each forward multiplies only by the rows its leng
 gathers like transformers does (with indices shifted into that window, built once per length and
 shared by the layers). The values are the same dot products; differences are float rounding from a
 narrower matrix product (~1e-7 in float32). A flat ``index_select`` and the Transformer-XL "skew"
-view were tried for the gather: both exact, both slower than ``gather`` at 512 tokens on a CPU. Calls that do not fit the fast path (training,
-cross-attention with different query and key lengths, an unexpected ``relative_pos`` shape, a
-model without relative attention) fall through to transformers' own code.
+view were tried for the gather: both exact, both slower than ``gather`` at 512 tokens on a CPU; so
+was fusing the rest of the attention into ``scaled_dot_product_attention`` (no gain measured).
+
+Calls that do not fit the fast path (training or gradients on, cross-attention with different query and key
+lengths, an unexpected ``relative_pos`` shape) fall through to transformers' own code.
 
 Install after the model has its final device and dtype; ``uninstall`` restores the stock method.
 """
@@ -74,7 +76,8 @@ class _FastBias:
         rows = table[0:attention.pos_ebd_size * 2, :].unsqueeze(0)
         with torch.no_grad():
             self.pos_key = self._project(attention, rows, "key") if "c2p" in attention.pos_att_type else None
-            self.pos_query = self._project(attention, rows, "query") if "p2c" in attention.pos_att_type else None
+            self.pos_query = (self._project(attention, rows, "query") if "p2c" in attention.pos_att_type
+                              else None)
         self.plans = plans
 
     @staticmethod
@@ -121,16 +124,18 @@ def uninstall_fast_attention(model: nn.Module) -> None:
 
 def _encoders(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules()
-            if getattr(m, "relative_attention", False) and hasattr(m, "get_rel_embedding") and hasattr(m, "layer")]
+            if getattr(m, "relative_attention", False)
+            and hasattr(m, "get_rel_embedding") and hasattr(m, "layer")]
 
 
-def _fast_bias(self: nn.Module, query_layer: torch.Tensor, key_layer: torch.Tensor, relative_pos: torch.Tensor | None,
-               rel_embeddings: torch.Tensor, scale_factor: int) -> torch.Tensor:
+def _fast_bias(self: nn.Module, query_layer: torch.Tensor, key_layer: torch.Tensor,
+               relative_pos: torch.Tensor | None, rel_embeddings: torch.Tensor,
+               scale_factor: int) -> torch.Tensor:
     length = query_layer.size(-2)
     if (self.training or torch.is_grad_enabled() or relative_pos is None or key_layer.size(-2) != length
             or relative_pos.shape[-2:] != (length, length) or relative_pos.numel() != length * length):
-        return type(self).disentangled_attention_bias(self, query_layer, key_layer, relative_pos, rel_embeddings,
-                                                      scale_factor)
+        stock = type(self).disentangled_attention_bias
+        return stock(self, query_layer, key_layer, relative_pos, rel_embeddings, scale_factor)
     state: _FastBias = self._guard_fast_bias
     span = self.pos_ebd_size
     plan = state.plans.get(relative_pos, length, span)
@@ -141,12 +146,14 @@ def _fast_bias(self: nn.Module, query_layer: torch.Tensor, key_layer: torch.Tens
     score = 0
     if state.pos_key is not None:
         window = state.pos_key[:, plan.low:plan.low + plan.width, :].transpose(-1, -2)
-        full = torch.matmul(query_layer.view(-1, heads, length, head_dim), window).view(rows, length, plan.width)
+        full = torch.matmul(query_layer.view(-1, heads, length, head_dim), window)
+        full = full.view(rows, length, plan.width)
         c2p = torch.gather(full, -1, plan.c2p.expand(rows, length, length))
         score = score + c2p / scale
     if state.pos_query is not None:
         window = state.pos_query[:, plan.low:plan.low + plan.width, :].transpose(-1, -2)
-        full = torch.matmul(key_layer.view(-1, heads, length, head_dim), window).view(rows, length, plan.width)
+        full = torch.matmul(key_layer.view(-1, heads, length, head_dim), window)
+        full = full.view(rows, length, plan.width)
         p2c = torch.gather(full, -1, plan.p2c.expand(rows, length, length))
         score = score + p2c.transpose(-1, -2) / scale
     return score

@@ -43,7 +43,8 @@ def char_segments(texts: Sequence[str], tokenizer: Any, *, preprocess: bool = Tr
     if not places:
         return []
     strings = token_strings or TokenStrings(tokenizer)
-    model_texts = [preprocess_pg1(chunk, tokenizer, strings) if preprocess else chunk for _, _, chunk in places]
+    chunks = [chunk for _, _, chunk in places]
+    model_texts = [preprocess_pg1(chunk, tokenizer, strings) for chunk in chunks] if preprocess else chunks
     ids = _encode(tokenizer, model_texts)
     return [Segment(r, i, chunk, seg_ids) for (r, i, chunk), seg_ids in zip(places, ids, strict=True)]
 
