@@ -7,9 +7,10 @@ the Prompt Guard 2 22M shape (DeBERTa-v3-xsmall: hidden 384, 12 layers, 6 heads,
 128,100). Weights cannot be downloaded here and the cost of a forward does not depend on their values;
 the classifier head is aimed, by construction, at the directions in which the random encoder's
 pooled outputs vary most on sample texts (their principal components), so that scores spread over
-(0, 1) around 0.5 and a wrong column, chunk or padding, or a dtype error, would flip verdicts. The tokenizer is a real ``DebertaV2Tokenizer`` (Unigram, 32k pieces)
-trained on the data. Labels BENIGN/MALICIOUS (``--family 1``: BENIGN/INJECTION/JAILBREAK, with
-PG1's 512-character chunks and whitespace preprocessing).
+(0, 1) around 0.5 and a wrong column, chunk or padding would flip verdicts. The tokenizer is a real
+``DebertaV2Tokenizer`` (Unigram, 32k pieces) trained on the data. Labels BENIGN/MALICIOUS
+(``--family 1``: BENIGN/INJECTION/JAILBREAK, with PG1's 512-character chunks and whitespace
+preprocessing).
 
 Texts: read at run time from ``../shared/data`` (relative to the repository): three short texts
 (xstest, gsm8k, mt_bench, JailbreakBench goals, CyberSecEval injections, BIPIA emails) for every
@@ -26,19 +27,26 @@ torch from spinning on a busy core):
 * ``pipeline (chunked)``: the same pipeline over the reference helper's chunks of every text, max
   per text: the same coverage as the runner, so the same work.
 * ``runner``: ``PromptGuardRunner.scan`` on all texts at once (segments pooled, length-sorted
-  batches, relative-position projections cached), through ``load_prompt_guard``; with
+  batches with little padding, the lean relative-position bias of ``attention``), loaded through
+  ``load_prompt_guard``; with
   ``--one-by-one`` also one request per ``scan`` (the latency path: only a long text's own segments
   share a batch).
 
 How scores are compared: the chunked pipeline sees exactly the runner's segments, so the final
 scores must agree (max |difference| is printed; verdicts at 0.5, 0.9 and the median baseline score
-must be identical). The truncating pipeline sees the runner's first segment when the reference
-decode/re-encode round trip leaves the first 510 tokens unchanged (it does for all but odd texts);
-those per-segment scores are compared too. Both sides run in the same dtype (``--dtype``, ``auto``
-= bf16 on CPUs with native bf16); ``--baseline-dtype float32`` shows the pipeline at its default.
+must be identical, else the exit code is 1). The truncating pipeline sees the runner's first segment
+when the reference decode/re-encode round trip leaves the first 510 tokens unchanged (the count is
+printed); those per-segment scores are compared too. Both sides run in the same dtype, float32 by
+default: then the scores agree to ~1e-7 and verdicts are identical. ``--dtype auto`` (bf16 on CPUs
+with native bf16, about 2-4x faster for both sides) shows bf16 rounding: the runner pads a batch
+to its longest segment and a different matrix shape rounds differently, so scores differ by up to
+~1e-2 and a verdict sitting on a threshold can flip. ``--baseline-dtype float32 --dtype auto``
+compares the runner's default dtype with the pipeline's default.
 
-    python -m bench prompt_guard --quick     # 22M shape, ~2 minutes on 2 busy cores
-    python -m bench prompt_guard             # 86M shape
+    python -m bench prompt_guard --quick --threads 1     # 22M shape, a few minutes on 2 busy cores
+    python -m bench prompt_guard --threads 1             # 86M shape, 20-40 minutes on 2 busy cores
+    python -m bench prompt_guard --threads 1 --dtype auto                          # both in bf16
+    python -m bench prompt_guard --threads 1 --dtype auto --baseline-dtype float32 # runner bf16
 """
 
 from __future__ import annotations
@@ -105,7 +113,8 @@ def _round_robin(pools: list[list[str]], n: int) -> list[str]:
 def load_texts(n: int) -> list[str]:
     """``n`` texts, one long (>= 2,000 characters) for every three short ones, interleaved."""
     n_long = n // 4
-    short = _round_robin([[t for t in _texts_of(s) if len(t) < LONG_CHARS] for s in SHORT_SOURCES], n - n_long)
+    short = _round_robin([[t for t in _texts_of(s) if len(t) < LONG_CHARS] for s in SHORT_SOURCES],
+                         n - n_long)
     long = _round_robin([[t for t in _texts_of(s) if len(t) >= LONG_CHARS] for s in LONG_SOURCES], n_long)
     texts = []
     for i in range(n):
@@ -123,9 +132,9 @@ def corpus() -> list[str]:
 def build_tokenizer(vocab_size: int) -> DebertaV2Tokenizer:
     backend = Tokenizer(models.Unigram())
     backend.pre_tokenizer = pre_tokenizers.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["[PAD]", "[CLS]", "[SEP]", "[UNK]",
-                                                                             "[MASK]"],
-                                      unk_token="[UNK]", show_progress=False)
+    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="[UNK]",
+                                      show_progress=False)
     backend.train_from_iterator(corpus(), trainer)
     vocab = [tuple(piece) for piece in json.loads(backend.to_str())["model"]["vocab"]]
     return DebertaV2Tokenizer(vocab=vocab)
@@ -135,8 +144,9 @@ def build_model(out_dir: Path, shape: str, family: int, tokenizer: DebertaV2Toke
     labels = LABELS[family]
     config = DebertaV2Config(
         **SHAPES[shape], max_position_embeddings=512, relative_attention=True, position_buckets=256,
-        norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"], position_biased_input=False,
-        type_vocab_size=0, max_relative_positions=-1, pad_token_id=tokenizer.pad_token_id,
+        norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
+        position_biased_input=False, type_vocab_size=0, max_relative_positions=-1,
+        pad_token_id=tokenizer.pad_token_id,
         id2label=labels, label2id={v: k for k, v in labels.items()},
     )
     torch.manual_seed(0)
@@ -197,7 +207,8 @@ def _label_score(row: list[dict], family: int) -> float:
 def reference_chunks(texts: list[str], tokenizer, family: int) -> list[list[str]]:
     """What the reference helper feeds the model, per text (PG1 chunks already preprocessed)."""
     if family == 1:
-        return [[preprocess_pg1(t[i:i + MAX_CHARS], tokenizer) for i in range(0, len(t), MAX_CHARS)] for t in texts]
+        return [[preprocess_pg1(t[i:i + MAX_CHARS], tokenizer) for i in range(0, len(t), MAX_CHARS)]
+                for t in texts]
     out = []
     for text in texts:
         ids = tokenizer(text, truncation=False, verbose=False)["input_ids"]
@@ -217,7 +228,8 @@ def run_pipeline_chunked(pipe, texts: list[str], family: int, batch_size: int) -
         chunks = reference_chunks(texts, pipe.tokenizer, family)
         flat = [c for per_text in chunks for c in per_text]
         rows = iter(pipe(flat, truncation=True, max_length=MAX_TOKENS, top_k=None, batch_size=batch_size))
-        scores = [max((_label_score(next(rows), family) for _ in per_text), default=0.0) for per_text in chunks]
+        scores = [max((_label_score(next(rows), family) for _ in per_text), default=0.0)
+                  for per_text in chunks]
     return Run(clock.wall, clock.cpu, scores)
 
 
@@ -267,32 +279,37 @@ def _table(groups: dict[str, list[str]], runs: dict[str, dict[str, Run]]) -> Non
         print(f"  {label:<32}{cells}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench prompt_guard", description=__doc__.split("\n\n")[0])
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench prompt_guard",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Prompt Guard 2 22M shape")
     parser.add_argument("--shape", choices=sorted(SHAPES), default=None)
     parser.add_argument("--family", type=int, choices=(1, 2), default=2)
     parser.add_argument("-n", "--texts", type=int, default=None)
-    parser.add_argument("--dtype", default="auto", help="dtype of both sides (auto = bf16 where native)")
+    parser.add_argument("--dtype", default="float32", help="dtype of both sides (auto = bf16 where native)")
     parser.add_argument("--baseline-dtype", default=None, help="pipeline dtype if different (e.g. float32)")
     parser.add_argument("--batch-size", type=int, default=16, help="runner: segments per batch")
-    parser.add_argument("--pipeline-batch-size", type=int, default=1, help="pipeline batch size (its default is 1)")
+    parser.add_argument("--pipeline-batch-size", type=int, default=1,
+                        help="pipeline batch size (its default is 1)")
     parser.add_argument("--no-chunked", action="store_true", help="skip the chunked-pipeline baseline")
     parser.add_argument("--one-by-one", action="store_true", help="also time the runner one request per scan")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both sides (default: torch's; 1 is steadier on a shared box)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     shape = args.shape or ("22m" if args.quick else "86m")
-    n = args.texts or (64 if shape == "22m" else 48)
     dtype = pick_dtype(args.dtype, torch.device("cpu"))
     baseline_dtype = pick_dtype(args.baseline_dtype or args.dtype, torch.device("cpu"))
-
-    texts = load_texts(n + 2)
+    texts = load_texts((args.texts or (48 if shape == "22m" else 40)) + 2)
     warmup, texts = texts[:2], texts[2:]
+
     started = time.perf_counter()
     tokenizer = build_tokenizer(32000)
     with tempfile.TemporaryDirectory(prefix="guard-bench-pg-") as tmp:
@@ -300,61 +317,69 @@ def main(argv: list[str] | None = None) -> int:
         runner = load_prompt_guard(str(model_dir), dtype=dtype_name(dtype), device="cpu",
                                    max_batch_size=args.batch_size)
         pipe = pipeline("text-classification", model=str(model_dir), device="cpu", dtype=baseline_dtype)
-    setup = time.perf_counter() - started
+    _describe(args, shape, runner, texts, baseline_dtype, time.perf_counter() - started)
+
+    run_pipeline_truncating(pipe, warmup, args.family, args.pipeline_batch_size)
+    run_runner(runner, warmup)
+    groups = {"short": [t for t in texts if len(t) < LONG_CHARS],
+              "long": [t for t in texts if len(t) >= LONG_CHARS]}
+    runs = {label: {name: run(ts) for name, ts in groups.items()}
+            for label, run in _contenders(args, runner, pipe).items()}
+    for by_group in runs.values():
+        by_group["all"] = by_group["short"] + by_group["long"]
+    _table({**groups, "all": groups["short"] + groups["long"]}, runs)
+    print("  (ratios use CPU time; the truncating pipeline scores only the first 512 tokens of a long text)")
+    return _check(runner, groups["short"] + groups["long"], runs["runner"]["all"],
+                  runs["pipeline, truncating (default)"]["all"], runs.get(CHUNKED, {}).get("all"))
+
+
+CHUNKED = "pipeline, same chunks as runner"
+
+
+def _contenders(args: argparse.Namespace, runner: PromptGuardRunner, pipe) -> dict:
+    contenders = {"runner": lambda ts: run_runner(runner, ts)}
+    if args.one_by_one:
+        contenders["runner, one request at a time"] = lambda ts: run_runner(runner, ts, one_by_one=True)
+    contenders["pipeline, truncating (default)"] = lambda ts: run_pipeline_truncating(
+        pipe, ts, args.family, args.pipeline_batch_size)
+    if not args.no_chunked:
+        contenders[CHUNKED] = lambda ts: run_pipeline_chunked(pipe, ts, args.family, args.pipeline_batch_size)
+    return contenders
+
+
+def _describe(args: argparse.Namespace, shape: str, runner: PromptGuardRunner, texts: list[str],
+              baseline_dtype: torch.dtype, setup: float) -> None:
     segments = runner.segment(texts)
     lengths = [len(t) for t in texts]
     cfg = SHAPES[shape]
     print(f"Prompt Guard {args.family} bench: shape {shape} (hidden {cfg['hidden_size']}, "
-          f"{cfg['num_hidden_layers']} layers, vocab {cfg['vocab_size']}), runner {dtype_name(dtype)}, "
+          f"{cfg['num_hidden_layers']} layers, vocab {cfg['vocab_size']}), runner {runner.info.dtype}, "
           f"pipeline {dtype_name(baseline_dtype)}, {torch.get_num_threads()} threads, set-up {setup:.0f} s")
-    print(f"{len(texts)} texts from ../shared/data: {sum(x >= LONG_CHARS for x in lengths)} long; chars median "
-          f"{statistics.median(lengths):.0f}, max {max(lengths)}; {len(segments)} runner segments, tokens per "
-          f"segment median {statistics.median(len(s.input_ids) for s in segments):.0f}; runner batch "
-          f"{args.batch_size}, pipeline batch {args.pipeline_batch_size}")
-
-    run_pipeline_truncating(pipe, warmup, args.family, args.pipeline_batch_size)
-    run_runner(runner, warmup)
-    short = [t for t in texts if len(t) < LONG_CHARS]
-    long = [t for t in texts if len(t) >= LONG_CHARS]
-    groups = {"short": short, "long": long}
-    contenders = {
-        "runner": lambda ts: run_runner(runner, ts),
-        "runner, one request at a time": lambda ts: run_runner(runner, ts, one_by_one=True),
-        "pipeline, truncating (default)": lambda ts: run_pipeline_truncating(pipe, ts, args.family,
-                                                                             args.pipeline_batch_size),
-        "pipeline, same chunks as runner": lambda ts: run_pipeline_chunked(pipe, ts, args.family,
-                                                                           args.pipeline_batch_size),
-    }
-    if args.no_chunked:
-        del contenders["pipeline, same chunks as runner"]
-    if not args.one_by_one:
-        del contenders["runner, one request at a time"]
-    runs = {label: {name: run(ts) for name, ts in groups.items()} for label, run in contenders.items()}
-    for by_group in runs.values():
-        by_group["all"] = by_group["short"] + by_group["long"]
-    _table({**groups, "all": short + long}, runs)
-    print("  (ratios use CPU time; the truncating pipeline scores only the first 512 tokens of a long text)")
-    chunked = runs.get("pipeline, same chunks as runner", {}).get("all")
-    return _check(runner, short + long, runs["runner"]["all"], runs["pipeline, truncating (default)"]["all"],
-                  chunked)
+    print(f"{len(texts)} texts from ../shared/data: {sum(x >= LONG_CHARS for x in lengths)} long; "
+          f"chars median {statistics.median(lengths):.0f}, max {max(lengths)}; "
+          f"{len(segments)} runner segments, "
+          f"tokens per segment median {statistics.median(len(s.input_ids) for s in segments):.0f}; "
+          f"runner batch {args.batch_size}, pipeline batch {args.pipeline_batch_size}")
 
 
-def _check(runner: PromptGuardRunner, texts: list[str], ours: Run, truncating: Run, chunked: Run | None) -> int:
-    failed = False
+def _check(runner: PromptGuardRunner, texts: list[str], ours: Run, truncating: Run,
+           chunked: Run | None) -> int:
     same, firsts = first_segment_scores(runner, texts)
     diffs = [abs(firsts[k] - truncating.scores[i]) for k, i in enumerate(same)]
-    print(f"  truncating pipeline vs runner's first segment: {len(same)}/{len(texts)} texts see identical ids; "
-          f"max |score diff| {max(diffs, default=0.0):.2e}")
+    print(f"  truncating pipeline vs runner's first segment: {len(same)}/{len(texts)} texts see identical "
+          f"ids; max |score diff| {max(diffs, default=0.0):.2e}")
+    failed = False
     if chunked:
         diff = max(abs(a - b) for a, b in zip(ours.scores, chunked.scores, strict=True))
         median = statistics.median(chunked.scores)
         counts = {t: verdict_mismatches(ours.scores, chunked.scores, t) for t in (0.5, 0.9, median)}
         flagged = sum(s >= median for s in chunked.scores)
-        print(f"  chunked pipeline vs runner: max |score diff| {diff:.2e}; verdict mismatches at 0.5: {counts[0.5]}, "
-              f"0.9: {counts[0.9]}, median {median:.3f} ({flagged} flagged): {counts[median]}")
+        print(f"  chunked pipeline vs runner: max |score diff| {diff:.2e}; verdict mismatches at 0.5: "
+              f"{counts[0.5]}, 0.9: {counts[0.9]}, median {median:.3f} ({flagged} flagged): {counts[median]}")
         failed = any(counts.values())
     scores = sorted(ours.scores)
-    print(f"  runner scores: min {scores[0]:.3f}, median {statistics.median(scores):.3f}, max {scores[-1]:.3f}")
+    print(f"  runner scores: min {scores[0]:.3f}, median {statistics.median(scores):.3f}, "
+          f"max {scores[-1]:.3f}")
     return 1 if failed else 0
 
 
