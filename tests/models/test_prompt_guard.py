@@ -26,7 +26,7 @@ from transformers import (
     DebertaV2Tokenizer,
 )
 
-from guard.errors import ConfigError, ModelUnavailable
+from guard.errors import BadInput, ConfigError, ModelUnavailable
 from guard.models.prompt_guard import PromptGuardRunner, family_from_labels, load_prompt_guard
 from guard.models.prompt_guard.chunking import Segment
 from guard.models.prompt_guard.preprocess import preprocess_pg1
@@ -350,6 +350,11 @@ def test_results_carry_model_info_and_source(pg1, random_dirs):
     assert (pg1.info.model, pg1.info.family, pg1.info.dtype, pg1.info.device) == (
         str(random_dirs["pg1"]), "prompt-guard-1", "float32", "cpu")
     assert pg1.scan([]) == []
+
+
+def test_text_that_cannot_be_tokenized_is_bad_input(pg1):
+    with pytest.raises(BadInput, match=r"requests\[1\].*surrogate"):
+        pg1.scan([PromptGuardRequest(text="fine"), PromptGuardRequest(text="broken \ud800 text")])
 
 
 def test_concurrent_scans_are_consistent(pg2):

@@ -90,6 +90,7 @@ class PromptGuardRunner:
         """Score each request; one result per request, in order."""
         if not requests:
             return []
+        _check_unicode(requests)
         started = time.perf_counter()
         with self._lock:
             segments = self.segment([r.text for r in requests])
@@ -171,3 +172,13 @@ class PromptGuardRunner:
             source=request.source,
             latency_ms=latency_ms,
         )
+
+
+def _check_unicode(requests: Sequence[PromptGuardRequest]) -> None:
+    """A lone surrogate cannot be tokenized and would fail the whole batch: name the request."""
+    for index, request in enumerate(requests):
+        try:
+            request.text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadInput(f"requests[{index}].text is not valid Unicode (lone surrogate at character "
+                           f"{exc.start})", param=f"requests[{index}].text") from None
