@@ -120,8 +120,6 @@ class PromptGuardRunner:
                 jailbreak[i], injection[i] = jb[k], inj[k]
         return SegmentScores(jailbreak, injection)
 
-    # ------------------------------------------------------------------ internals
-
     def batches(self, segments: Sequence[Segment]) -> Iterator[list[int]]:
         """Indices of segments, sorted by length, cut where a limit would be crossed."""
         order = sorted(range(len(segments)), key=lambda i: len(segments[i].input_ids))
@@ -136,6 +134,8 @@ class PromptGuardRunner:
             tokens += width
         if batch:
             yield batch
+
+    # ------------------------------------------------------------------ internals
 
     def _fits(self, size: int, width: int, tokens: int) -> bool:
         """May a batch of ``size`` segments, padded to ``width``, holding ``tokens`` real tokens, run?"""
