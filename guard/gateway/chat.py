@@ -157,19 +157,20 @@ class ChatService:
                 )
             text = checked.decision.user_message or call.policy.refusal
             return ChatReply(headers=headers, stream=_sse(_refusal_chunks(call.body, text)))
-        chunks, _ = await _together(
-            early if early is not None else _open_stream(call.client, call.body), checked.audited()
-        )
+        # The input record is awaited before the first byte of content, not before the stream
+        # opens: its write overlaps the upstream's first tokens.
+        chunks = await (early if early is not None else _open_stream(call.client, call.body))
         if not call.policy.guards.llama_guard.applies("output"):
-            return ChatReply(headers=headers, stream=_sse(chunks))
+            return ChatReply(headers=headers, stream=_sse(chunks, before=checked.audited))
         guarded = GuardedStream(
             stream_settings(call.policy),
             self._window_check(call),
             refusal=call.policy.refusal,
             redaction=REDACTED,
         )
+        on_end = lambda: _observe_stream(call, guarded)  # noqa: E731
         return ChatReply(
-            headers=headers, stream=_sse(guarded.batches(chunks), lambda: _observe_stream(call, guarded))
+            headers=headers, stream=_sse(guarded.batches(chunks), on_end, before=checked.audited)
         )
 
     def _window_check(self, call: _Call):  # noqa: ANN202 - a WindowCheck
@@ -346,18 +347,26 @@ def _encode(chunk: Chunk) -> bytes:
 
 
 async def _sse(
-    chunks: AsyncIterator[Chunk] | AsyncIterator[list[Chunk]], on_end: Callable[[], None] | None = None
+    chunks: AsyncIterator[Chunk] | AsyncIterator[list[Chunk]],
+    on_end: Callable[[], None] | None = None,
+    before: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """Server-sent events (a group of chunks released together is written at once); a failure
-    mid-stream ends the stream with an OpenAI-shaped error event."""
+    """Server-sent events (a group of chunks released together is written at once); ``before``
+    is awaited before the first content goes out. A failure mid-stream ends the stream with an
+    OpenAI-shaped error event."""
     try:
         async with contextlib.aclosing(chunks):  # type: ignore[type-var]
             async for item in chunks:
+                if before is not None:
+                    await before()
+                    before = None
                 if isinstance(item, list):
                     if item:
                         yield b"".join(_encode(c) for c in item)
                 else:
                     yield _encode(item)
+            if before is not None:
+                await before()
         yield b"data: [DONE]\n\n"
     except GuardError as error:
         payload = error_payload(error.http_status, error.message, code=error.kind, param=error.param)
