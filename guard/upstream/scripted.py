@@ -34,6 +34,8 @@ SCRIPTS = {
     "hello": ["Hello!", " How", " can", " I", " help?"],
 }
 MODEL = "scripted"
+# Streams being sent right now (GET /debug/streams): tests see a closed client reach the upstream.
+ACTIVE_STREAMS = [0]
 _DIRECTIVE = re.compile(r"\[\[(\w+)(?::([^\]]*))?\]\]")
 
 
@@ -123,19 +125,28 @@ async def _stream(pieces: list[str], delay: float, model: str) -> AsyncIterator[
             + "\n\n"
         )
 
-    yield event({"role": "assistant", "content": ""})
-    for piece in pieces:
-        if delay:
-            await asyncio.sleep(delay)
-        yield event({"content": piece})
-    yield event({}, "stop")
-    yield "data: [DONE]\n\n"
+    ACTIVE_STREAMS[0] += 1
+    try:
+        yield event({"role": "assistant", "content": ""})
+        for piece in pieces:
+            if delay:
+                await asyncio.sleep(delay)
+            yield event({"content": piece})
+        yield event({}, "stop")
+        yield "data: [DONE]\n\n"
+
+    finally:
+        ACTIVE_STREAMS[0] -= 1
 
 
 async def models(request: Request) -> JSONResponse:
     return JSONResponse(
         {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "scripted"}]}
     )
+
+
+async def active_streams(request: Request) -> JSONResponse:
+    return JSONResponse({"active": ACTIVE_STREAMS[0]})
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -148,5 +159,6 @@ def create_scripted_app() -> Starlette:
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/debug/streams", active_streams, methods=["GET"]),
         ]
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 
@@ -109,3 +110,44 @@ def test_the_async_client_streams_and_is_stopped_alike(gateway):
     benign, benign_finish, blocked, blocked_finish = asyncio.run(run())
     assert benign == "w0 w1 w2 w3 w4 w5" and benign_finish == "stop"
     assert "zorblax" not in blocked and blocked_finish == "content_filter"
+
+
+def active_upstream_streams(gateway) -> int:
+    return httpx.get(gateway.upstream_url.removesuffix("/v1") + "/debug/streams").json()["active"]
+
+
+def wait_for_no_upstream_stream(gateway, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if active_upstream_streams(gateway) == 0:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_client_that_goes_away_closes_the_upstream_stream(gateway):
+    body = {"model": "scripted", "stream": True, "messages": user("[[words:300]] [[delay_ms:20]]")}
+    headers = {"authorization": f"Bearer {KEYS['acme']}"}
+    with (
+        httpx.stream(
+            "POST", f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=30
+        ) as response,
+        closing(response),
+    ):
+        assert response.status_code == 200
+        assert active_upstream_streams(gateway) == 1
+    # 300 chunks at 20 ms would take 6 s: the upstream stream must end long before that.
+    assert wait_for_no_upstream_stream(gateway, 3.0)
+
+
+def test_a_stream_stopped_at_a_violation_closes_the_upstream_stream(client, gateway):
+    prompt = user("[[unsafe_at:4:300]] [[delay_ms:20]]")
+    started = time.monotonic()
+    contents, finishes = collect(
+        client.chat.completions.create(
+            model="scripted", messages=prompt, stream=True, extra_headers=policy("first")
+        )
+    )
+    assert finishes[-1] == "content_filter"
+    assert wait_for_no_upstream_stream(gateway, 3.0)
+    assert time.monotonic() - started < 5.0  # the upstream's full answer would take 6 s
