@@ -128,12 +128,8 @@ def wait_for_no_upstream_stream(gateway, seconds: float = 5.0) -> bool:
 def test_a_client_that_goes_away_closes_the_upstream_stream(gateway):
     body = {"model": "scripted", "stream": True, "messages": user("[[words:300]] [[delay_ms:20]]")}
     headers = {"authorization": f"Bearer {KEYS['acme']}"}
-    with (
-        httpx.stream(
-            "POST", f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=30
-        ) as response,
-        closing(response),
-    ):
+    url = f"{gateway.base_url}/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as response:
         assert response.status_code == 200
         assert active_upstream_streams(gateway) == 1
     # 300 chunks at 20 ms would take 6 s: the upstream stream must end long before that.
