@@ -28,6 +28,17 @@ FAMILY = "llama-guard-3-1b"
 FAIL_OPEN = "id: fail-open\nextends: default\nguards:\n  llama_guard: {on_error: allow}\n  prompt_guard: {on_error: allow}\n"
 
 
+def demo_models() -> Any:
+    """The demo models the test suite uses (``GUARD_TEST_MODELS_DIR``, else
+    ``~/.cache/guard/test-models``): the benchmark then judges with the very same weights."""
+    import os
+
+    from guard.models.testing import ensure_demo_models
+
+    root = os.environ.get("GUARD_TEST_MODELS_DIR") or str(Path.home() / ".cache" / "guard" / "test-models")
+    return ensure_demo_models(Path(root))
+
+
 def write_policies(directory: Path, *, timeout_ms: int = 60_000) -> Path:
     """``policies/default.yaml`` (timeouts raised) and ``fail-open`` extending it."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -79,7 +79,7 @@ def _aligned_padding(runner) -> str:
     vocab = runner.tokenizer.get_vocab()
     word = max((k[1:] for k in vocab if k.startswith("\u2581") and k[1:].isalpha()), key=len, default="pad")
     unit, first = word + " ", 20_000 // (len(word) + 1) + 1
-    count = lambda n: len(runner.tokenizer(unit * n)["input_ids"]) - 1  # [CLS] + words, no [SEP]
+    count = lambda n: len(runner.tokenizer((unit * n).rstrip())["input_ids"]) - 1  # [CLS] + words, no [SEP]
     per_word, base = count(first + 1) - count(first), count(first)
     for extra in range(512):
         if (base + extra * per_word) % 512 == 0:

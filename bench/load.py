@@ -1,0 +1,174 @@
+"""Load on loopback: N concurrent clients for D seconds, half streaming, against the gateway with
+the demo guard models in-process and with Celery workers (scripted upstream, shipped default
+policy with guard timeouts raised to 60 s, SQLite audit; every process separate).
+
+    python -m bench load [--clients 200] [--duration 60] [--quick] [--mode inprocess|celery|both]
+
+Prints, per mode: requests, errors (transport errors, non-200 answers, streams without [DONE] or
+with an error event), blocks (refusals: on benign prompts these come from the demo guard's false
+positives or from guard errors), p50/p99 latency of full answers and of the first streamed byte,
+peak RSS of each process and its RSS growth between the first and the last 20 s (a third of the
+run with ``--quick``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._reliability.procs import RssSampler, service_stack
+
+
+@dataclass
+class LoadResult:
+    mode: str
+    clients: int
+    duration_s: float
+    latencies_ms: dict[str, list[float]] = field(default_factory=lambda: {"json": [], "stream": [], "first_byte": []})
+    outcomes: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    rss_growth_mb: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def requests(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def error_count(self) -> int:
+        return self.outcomes["error"]
+
+    def percentile(self, kind: str, q: float) -> float | None:
+        values = sorted(self.latencies_ms[kind])
+        if not values:
+            return None
+        return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode, "clients": self.clients, "duration_s": round(self.duration_s, 1),
+            "requests": self.requests, "per_s": round(self.requests / self.duration_s, 1),
+            "errors": self.error_count, "blocks": self.outcomes["block"],
+            "p50_ms": {k: _round(self.percentile(k, 0.5)) for k in self.latencies_ms},
+            "p99_ms": {k: _round(self.percentile(k, 0.99)) for k in self.latencies_ms},
+            "peak_rss_mb": {k: round(v, 1) for k, v in self.peak_rss_mb.items()},
+            "rss_growth_mb": {k: round(v, 1) for k, v in self.rss_growth_mb.items()},
+            "first_errors": self.errors[:5],
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+async def _one(client: httpx.AsyncClient, index: int, stream: bool, result: LoadResult) -> None:
+    body = {"model": "scripted", "stream": stream,
+            "messages": [{"role": "user", "content": f"what is the best way to plan a garden {index} [[words:24]]"}]}
+    started = time.perf_counter()
+    try:
+        if not stream:
+            response = await client.post("/v1/chat/completions", json=body)
+            elapsed = (time.perf_counter() - started) * 1000
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+            choice = response.json()["choices"][0]
+            result.latencies_ms["json"].append(elapsed)
+            result.outcomes["block" if choice["finish_reason"] == "content_filter" else "ok"] += 1
+            return
+        first = None
+        text = b""
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
+            async for block in response.aiter_bytes():
+                if first is None:
+                    first = (time.perf_counter() - started) * 1000
+                text += block
+        elapsed = (time.perf_counter() - started) * 1000
+        if not text.rstrip().endswith(b"data: [DONE]") or b'"error"' in text:
+            raise RuntimeError(f"broken stream: {text[-200:]!r}")
+        result.latencies_ms["stream"].append(elapsed)
+        result.latencies_ms["first_byte"].append(first or elapsed)
+        result.outcomes["block" if b"content_filter" in text else "ok"] += 1
+    except Exception as error:  # noqa: BLE001 - counted, the run goes on
+        result.outcomes["error"] += 1
+        if len(result.errors) < 20:
+            result.errors.append(f"{type(error).__name__}: {error}")
+
+
+async def drive(url: str, clients: int, duration: float, result: LoadResult) -> None:
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        deadline = time.monotonic() + duration
+
+        async def loop(worker: int) -> None:
+            n = 0
+            while time.monotonic() < deadline:
+                await _one(client, worker * 100_000 + n, stream=(worker + n) % 2 == 1, result=result)
+                n += 1
+
+        await asyncio.gather(*(loop(i) for i in range(clients)))
+
+
+def run_mode(mode: str, demo: Any, clients: int, duration: float, workdir: Path) -> LoadResult:
+    result = LoadResult(mode=mode, clients=clients, duration_s=duration)
+    with service_stack(workdir / mode, demo, celery=(mode == "celery")) as stack:
+        pids = {name: proc.pid for name, proc in stack.procs.items()}
+        with RssSampler(pids) as rss:
+            started = time.monotonic()
+            asyncio.run(drive(stack.gateway_url, clients, duration, result))
+            result.duration_s = time.monotonic() - started
+        window = 20.0 if duration >= 50 else duration / 3
+        result.peak_rss_mb = {name: rss.peak_mb(name) for name in pids}
+        result.rss_growth_mb = {name: rss.growth_mb(name, window) for name in pids}
+    return result
+
+
+def print_result(result: LoadResult) -> None:
+    s = result.summary()
+    print(f"\n== {s['mode']}: {s['clients']} clients for {s['duration_s']} s")
+    print(f"requests {s['requests']} ({s['per_s']}/s), errors {s['errors']}, blocks {s['blocks']}")
+    for kind in ("json", "stream", "first_byte"):
+        print(f"  {kind:<10} p50 {s['p50_ms'][kind]} ms   p99 {s['p99_ms'][kind]} ms")
+    for name in s["peak_rss_mb"]:
+        print(f"  {name:<22} peak RSS {s['peak_rss_mb'][name]:>7} MB   growth {s['rss_growth_mb'][name]:>6} MB")
+    for error in s["first_errors"]:
+        print(f"  error: {error}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench load", description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--quick", action="store_true", help="10 s per mode")
+    parser.add_argument("--mode", choices=("inprocess", "celery", "both"), default="both")
+    parser.add_argument("--json", type=Path, help="write the summaries here")
+    args = parser.parse_args(argv)
+    from bench._reliability.harness import demo_models
+
+    demo = demo_models()
+    duration = 10.0 if args.quick else args.duration
+    modes = ["inprocess", "celery"] if args.mode == "both" else [args.mode]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="guard-load-") as tmp:
+        for mode in modes:
+            result = run_mode(mode, demo, args.clients, duration, Path(tmp))
+            print_result(result)
+            results.append(result.summary())
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0 if all(r["errors"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
