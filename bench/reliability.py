@@ -236,6 +236,8 @@ FAULT_TESTS = {
         "TCP reset and malformed SSE mid-stream: error event, no unjudged text released",
     "test_a_non_streaming_answer_that_breaks_is_a_502": "reset / non-JSON answer without streaming: 502",
     "test_a_stream_cut_without_done_is_still_judged_to_its_end": "stream closed without [DONE]: last window judged",
+    "test_a_payload_split_across_two_stream_windows_is_judged_whole":
+        "hazard word cut between two 200-piece stream windows: judged whole (50-piece overlap), blocked",
     "test_a_guard_model_that_raises_fails_closed_and_fail_open_is_counted":
         "guard model raising (conversation past the model's positions): default blocks (guard_error record, "
         "guard_errors_total), fail-open policy passes and guard_fail_open_total counts it",

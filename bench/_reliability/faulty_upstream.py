@@ -2,7 +2,8 @@
 benchmark: raw asyncio HTTP/1.1, so it can do what a well-behaved framework will not (reset the
 connection mid-stream, send broken server-sent events).
 
-The last user message steers it (anything without a directive gets a normal short answer):
+The last user message steers it, or a system message (which the guards do not judge, so a test can
+script a hazardous answer to a benign prompt); anything without a directive gets a normal answer:
 
 * ``[[slow:S]]``        sleep S seconds before answering;
 * ``[[status:C]]``      answer HTTP C with an OpenAI-shaped error;
@@ -33,9 +34,15 @@ _DIRECTIVE = re.compile(r"\[\[(\w+)(?::([^\]]*))?\]\]")
 ANSWER = ["Hello!", " How", " can", " I", " help", " you", " today?"]  # a demo chat reply the demo guard passes
 
 
-def _last_user_text(body: dict[str, Any]) -> str:
-    for message in reversed(body.get("messages") or []):
-        if isinstance(message, dict) and message.get("role") == "user":
+def _steering_text(body: dict[str, Any]) -> str:
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    system = [m.get("content") for m in messages if m.get("role") == "system" and isinstance(m.get("content"), str)]
+    return "\n".join([*system, _last_user_text(messages)])
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):
                 return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
@@ -90,7 +97,7 @@ class _Handler:
         await writer.drain()
 
     async def _chat(self, body: dict[str, Any], writer: asyncio.StreamWriter) -> None:
-        text = _last_user_text(body)
+        text = _steering_text(body)
         directives = {m.group(1): m.group(2) or "" for m in _DIRECTIVE.finditer(text)}
         if "slow" in directives:
             await asyncio.sleep(float(directives["slow"] or 1))

@@ -87,10 +87,14 @@ def test_a_non_streaming_answer_that_breaks_is_a_502(fault_gateway, fault):
 
 
 def test_a_stream_cut_without_done_is_still_judged_to_its_end(fault_gateway):
-    response = chat(fault_gateway, "[[truncated]] [[chunks:Sure|, here is|: zorblax| at home]]", stream=True)
+    messages = [{"role": "system", "content": "[[truncated]] [[chunks:Sure|, here is|: zorblax| at home]]"},
+                {"role": "user", "content": "tell me a story"}]
+    response = chat(fault_gateway, "", stream=True, messages=messages)
     events = sse_events(response.text)
     finish = [e["choices"][0]["finish_reason"] for e in events if isinstance(e, dict) and e.get("choices")]
     assert finish[-1] == "content_filter" and "zorblax" not in response.text
+    directions = {r.direction: r.decision.action.value for r in fault_gateway.records(response.headers["x-request-id"])}
+    assert directions == {"input": "allow", "stream_window": "block"}
     recovered(fault_gateway)
 
 
@@ -152,3 +156,19 @@ def _wait(condition, message: str, timeout: float = 15.0) -> None:
             return
         time.sleep(0.2)
     pytest.fail(message)
+
+
+def test_a_payload_split_across_two_stream_windows_is_judged_whole(fault_gateway):
+    """The hazard word cut between the last piece of one 200-piece window and the first of the next:
+    the next window is judged with the previous one's last 50 pieces, so it sees the whole word."""
+    pieces = ["w"] * 199 + ["zor", "blax", " at", " home"]
+    messages = [{"role": "system", "content": "[[chunks:" + "|".join(pieces) + "]]"},
+                {"role": "user", "content": "tell me a story"}]
+    response = chat(fault_gateway, "", stream=True, messages=messages)
+    events = sse_events(response.text)
+    finish = [e["choices"][0]["finish_reason"] for e in events if isinstance(e, dict) and e.get("choices")]
+    assert finish[-1] == "content_filter" and "blax" not in response.text
+    records = fault_gateway.records(response.headers["x-request-id"])
+    windows = sorted((r for r in records if r.direction == "stream_window"), key=lambda r: r.window_index or 0)
+    assert [r.decision.action.value for r in windows] == ["allow", "block"], [(r.direction, r.window_index)
+                                                                              for r in records]
