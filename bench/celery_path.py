@@ -71,12 +71,12 @@ def install_noop_runners() -> None:
     )
 
 
-def run_worker(concurrency: int) -> None:
+def run_worker(concurrency: int, queues: str) -> None:
     install_noop_runners()
     from workers.app import app
 
-    app.worker_main(["worker", "-Q", "llama_guard,prompt_guard", "-P", "threads", "-c", str(concurrency),
-                     "-n", "bench@%h", "--loglevel", "ERROR", "--without-mingle", "--without-gossip"])
+    app.worker_main(["worker", "-Q", queues, "-P", "threads", "-c", str(concurrency),
+                     "-n", f"bench-{queues.replace(',', '+')}@%h", "--loglevel", "ERROR", "--without-mingle", "--without-gossip"])
 
 
 # --------------------------------------------------------------------------- measuring
@@ -193,10 +193,10 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
-def start_worker(url: str, concurrency: int, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_worker(url: str, concurrency: int, queues: str, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
     env = dict(os.environ, GUARD_BROKER_URL=url, GUARD_RESULT_BACKEND=url, **env_extra)
     return subprocess.Popen([sys.executable, "-m", "bench.celery_path", "--worker", "--worker-concurrency",
-                             str(concurrency)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             str(concurrency), "--queues", queues], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def wait_ready(executor: Any, timeout: float = 60.0) -> None:
@@ -223,7 +223,7 @@ def report(base: dict[str, dict[str, float]], celery: dict[str, dict[str, float]
               f"throughput ratio {c['per_s'] / b['per_s']:.2f}")
 
 
-async def bench(args: argparse.Namespace, url: str, worker_pid: int, redis_pid: int | None) -> None:
+async def bench(args: argparse.Namespace, url: str, worker_pids: list[int], redis_pid: int | None) -> None:
     from guard.executor.celery import CeleryExecutor
     from guard.executor.inprocess import InProcessExecutor
     from guard.models.registry import Runners
@@ -240,12 +240,12 @@ async def bench(args: argparse.Namespace, url: str, worker_pid: int, redis_pid: 
         for _ in range(args.rounds):  # alternated, so that load from elsewhere hits both alike
             base_rounds.append(await measure(inproc, args.n, args.total, args.concurrency, [None]))
             celery_rounds.append(await measure(celery, args.n, args.total, args.concurrency,
-                                               [None, worker_pid, redis_pid]))
+                                               [None, *worker_pids, redis_pid]))
         statuses = await celery.status()
     finally:
         await celery.aclose()
         inproc.close()
-    print(f"max_wait_ms={args.max_wait_ms} worker threads={args.worker_concurrency} "
+    print(f"max_wait_ms={args.max_wait_ms} workers={len(worker_pids)} x {args.worker_concurrency} threads "
           f"callers={args.concurrency} "
           f"cores={os.cpu_count()} rounds={args.rounds} (medians) "
           f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
@@ -265,19 +265,26 @@ def main() -> None:
     parser.add_argument("--worker-concurrency", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=0.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--one-worker", action="store_true",
+                        help="one worker serving both queues (default: one per queue, as compose.yaml runs them)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--queues", default="llama_guard,prompt_guard", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        run_worker(args.worker_concurrency if args.worker_concurrency else 64)
+        run_worker(args.worker_concurrency, args.queues)
         return
+    groups = ["llama_guard,prompt_guard"] if args.one_worker else ["llama_guard", "prompt_guard"]
     with tempfile.TemporaryDirectory() as tmp:
         redis_proc, url = (None, args.redis) if args.redis else start_redis(Path(tmp))
-        worker = start_worker(url, args.worker_concurrency, {"GUARD_MAX_WAIT_MS": str(args.max_wait_ms)})
+        env = {"GUARD_MAX_WAIT_MS": str(args.max_wait_ms)}
+        workers = [start_worker(url, args.worker_concurrency, queues, env) for queues in groups]
         try:
-            asyncio.run(bench(args, url, worker.pid, redis_proc.pid if redis_proc is not None else None))
+            asyncio.run(bench(args, url, [w.pid for w in workers],
+                              redis_proc.pid if redis_proc is not None else None))
         finally:
-            worker.terminate()
-            worker.wait(20)
+            for worker in workers:
+                worker.terminate()
+                worker.wait(20)
             if redis_proc is not None:
                 redis_proc.terminate()
                 redis_proc.wait(10)
