@@ -122,16 +122,21 @@ def test_demo_scores_and_outputs_equal_reference_batch_1(demo_runner, use_header
 
 
 @pytest.mark.parametrize("use_header_cache", [True, False], ids=["header-cache", "no-cache"])
-def test_demo_mixed_length_batch_equals_reference(demo_runner, use_header_cache):
+@pytest.mark.parametrize("decode", [True, False], ids=["decode-all", "decode-unsafe-only"])
+def test_demo_mixed_length_batch_equals_reference(demo_runner, use_header_cache, decode):
+    """decode-unsafe-only: every decoded row answers unsafe, so the decode reuses the ``unsafe\nS``
+    positions of the scoring forward; decode-all mixes safe rows in (nothing reused)."""
     runner = LlamaGuardRunner(demo_runner.model, demo_runner.tokenizer, family=FAMILY,
                               use_header_cache=use_header_cache)
     model, tok = runner.model, runner.tokenizer
-    batch = requests() + requests(categories=CUSTOM)[:3]  # User and Agent headers, default and custom lists
+    batch = requests(decode) + requests(decode, categories=CUSTOM)[:3]  # User/Agent, default/custom lists
     results = runner.score(batch)
     for request, result in zip(batch, results):
         text = reference_text(request)
         assert result.unsafe_score == pytest.approx(reference_unsafe(model, tok, text), abs=1e-5)
-        assert result.output == reference_output(model, tok, text)
+        expected = reference_output(model, tok, text)
+        assert result.output == expected or (not decode and result.output is None and expected == "safe")
+    assert sum(r.output is not None for r in results) >= 3
 
 
 def test_demo_verdicts_and_categories(demo_runner):
@@ -145,6 +150,20 @@ def test_demo_verdicts_and_categories(demo_runner):
     assert max(s10.category_scores, key=s10.category_scores.get) == "S10"
     assert s9.unsafe_score_pair >= s9.unsafe_score
     assert s9.model.family == FAMILY and s9.model.dtype == "float32"
+
+
+def test_demo_unsafe_decode_reuses_the_scoring_suffix(demo_runner):
+    """"\n\nunsafe\nS9<|eot_id|>": the scoring forward already holds unsafe, \n and S, so after it
+    one decode step (feed 9, read eot) finishes the answer."""
+    runner = LlamaGuardRunner(demo_runner.model, demo_runner.tokenizer, family=FAMILY, use_header_cache=False)
+    calls = []
+    handle = runner.model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        [result] = runner.classify([requests(decode=False)[1]])
+    finally:
+        handle.remove()
+    assert result.output == "unsafe\nS9"
+    assert len(calls) == 2  # the scoring forward and one decode step
 
 
 def test_demo_category_scores_equal_reference(demo_runner):

@@ -47,6 +47,11 @@ class Scored:
     positions: torch.Tensor  # [B] position of the lead-in (or of the last prompt token)
     suffix_width: int  # len(unsafe\n) + chain_width
     chain_width: int
+    # Greedy token after each kept position ([pre-lead-in,] verdict, suffix), and each row's real
+    # suffix tokens: where the greedy answer follows the suffix, the decode reuses its positions.
+    greedy: torch.Tensor  # [B, keep]
+    verdict_at: int
+    suffixes: list[list[int]]
 
 
 class BatchForward:
@@ -101,7 +106,8 @@ class BatchForward:
         lead_pos = pos[:, body_width - 1].to(self.device)
         return Scored(verdict_logits=verdict_logits, first_tokens=first, node_logp=node_logp, cache=cache,
                       mask=mask.to(self.device), positions=lead_pos, suffix_width=suffix_width,
-                      chain_width=chain_width)
+                      chain_width=chain_width, greedy=logits.argmax(dim=-1).cpu(), verdict_at=verdict_at,
+                      suffixes=[line + list(chain) for chain in chains])
 
     # ------------------------------------------------------------------ further trie chains
 
@@ -136,6 +142,17 @@ class BatchForward:
 
     # ------------------------------------------------------------------ greedy decode
 
+    def _agreement(self, scored: Scored, row: int, generated: list[int], max_new_tokens: int) -> int:
+        """How many suffix positions row ``row``'s greedy answer runs through: while the last token
+        generated equals the next suffix token, the greedy token after it is already known."""
+        suffix = scored.suffixes[row]
+        depth, last = 0, generated[-1]
+        while (depth < len(suffix) and last == suffix[depth] and last not in self.tokens.stop
+               and len(generated) + depth < max_new_tokens):
+            last = int(scored.greedy[row, scored.verdict_at + 1 + depth])
+            depth += 1
+        return depth
+
     def decode(self, scored: Scored, rows: Sequence[int], max_new_tokens: int) -> list[list[int]]:
         """Greedy continuation for the given row indices, as ``generate(do_sample=False)`` would
         produce it from the prompt (the lead-in included when the model writes it); stops at a stop
@@ -145,21 +162,30 @@ class BatchForward:
         tokens = self.tokens
         index = torch.tensor(list(rows), device=self.device)
         cache = scored.cache
-        cache.crop(-scored.suffix_width)
         cache.batch_select_indices(index)
-        mask = scored.mask[:, : scored.mask.shape[1] - scored.suffix_width].index_select(0, index)
+        mask = scored.mask.index_select(0, index)
         last_pos = scored.positions.index_select(0, index)
         first = scored.first_tokens.index_select(0, index)
         verdict = scored.verdict_logits.index_select(0, index).argmax(dim=-1)
-        if tokens.lead_in is None:
-            generated = [[int(t)] for t in verdict]
-        elif bool((first == tokens.lead_in).all()):
-            generated = [[tokens.lead_in, int(t)] for t in verdict]
-        else:  # some row would not write the lead-in: restart every row from the prompt's end
-            cache.crop(-1)
-            mask = mask[:, :-1]
-            last_pos = last_pos - 1
+        if tokens.lead_in is not None and not bool((first == tokens.lead_in).all()):
+            # some row would not write the lead-in: restart every row from the prompt's end
+            drop = scored.suffix_width + 1
+            cache.crop(-drop)
+            mask, last_pos = mask[:, :-drop], last_pos - 1
             generated = [[int(t)] for t in first]
+        else:
+            lead = [tokens.lead_in] if tokens.lead_in is not None else []
+            generated = [lead + [int(t)] for t in verdict]
+            # Follow each row's greedy answer along the suffix already in the cache (``unsafe`` ``\n``
+            # ``S`` ...), as far as every row agrees with it: those steps need no forward.
+            depth = min(self._agreement(scored, r, generated[k], max_new_tokens) for k, r in enumerate(rows))
+            for k, r in enumerate(rows):
+                generated[k] += scored.greedy[r, scored.verdict_at + 1 : scored.verdict_at + 1 + depth].tolist()
+            drop = scored.suffix_width - depth
+            if drop:
+                cache.crop(-drop)
+                mask = mask[:, :-drop]
+            last_pos = last_pos + depth
         active = [r for r, g in enumerate(generated) if g[-1] not in tokens.stop and len(g) < max_new_tokens]
         if len(active) < len(rows):
             sel = torch.tensor(active, device=self.device)
