@@ -20,7 +20,7 @@ from typing import Any, get_args
 import typer
 
 from guard.errors import BadInput
-from guard.messages import parse_messages_json
+from guard.messages import parse_messages, parse_messages_json
 from guard.settings import DType, get_settings
 from guard.types import LlamaGuardResult, Message, PromptGuardResult
 
@@ -64,8 +64,8 @@ def check(
     family = family or settings.family
     dtype = dtype or settings.dtype
     _validate_options(family, dtype)
-    _quiet_transformers()
     conversation = _conversation(text)
+    _quiet_transformers()
     if broker or settings.broker_url:
         remote = _check_through_broker(broker or settings.broker_url, conversation, decode, llama_guard,
                                        prompt_guard)
@@ -109,7 +109,7 @@ def _conversation(text: str | None) -> list[Message]:
     if text is not None:
         if not text.strip():
             raise BadInput("the text to check is empty")
-        return [Message(role="user", content=text)]
+        return parse_messages([{"role": "user", "content": text}])
     if sys.stdin is None or sys.stdin.isatty():
         raise BadInput("give TEXT or pipe a JSON array of messages on stdin")
     return parse_messages_json(_read_stdin())
