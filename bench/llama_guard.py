@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -187,13 +188,27 @@ def run_naive(model, tokenizer, conversations) -> Run:
 
 
 def run_runner(runner: LlamaGuardRunner, conversations) -> Run:
-    runner.header_cache.clear()
     requests = [LlamaGuardRequest(conversation=c) for c in conversations]
     started = time.perf_counter()
     outcomes = runner.score(requests)
     seconds = time.perf_counter() - started
     verdicts = [verdict_of(o.output, o.codes) for o in outcomes]
     return Run(seconds, verdicts, [o.output for o in outcomes])
+
+
+def run_interleaved(model, tokenizer, runner, conversations, chunk: int) -> tuple[Run, Run]:
+    """Both pipelines on the same chunks of conversations, alternating chunk by chunk, so that a
+    change in machine load (the cores are shared) hits both alike. The runner's header cache starts
+    empty, so its one-time header cost is counted."""
+    runner.header_cache.clear()
+    naive, ours = Run(0.0, [], []), Run(0.0, [], [])
+    for start in range(0, len(conversations), chunk):
+        part = conversations[start : start + chunk]
+        for total, run in ((naive, run_naive(model, tokenizer, part)), (ours, run_runner(runner, part))):
+            total.seconds += run.seconds
+            total.verdicts += run.verdicts
+            total.outputs += run.outputs
+    return naive, ours
 
 
 def compare(naive: Run, ours: Run) -> list[str]:
@@ -237,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
           f"model built in {time.perf_counter() - built:.0f} s")
     print(f"{len(conversations)} conversations from ../shared/data: prompt tokens mean {statistics.mean(lengths):.0f}, "
           f"min {min(lengths)}, max {max(lengths)}; cached header {header} tokens; batch size {args.batch_size}")
+    print(f"load average before the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'answer':<8} {'naive req/s':>12} {'runner req/s':>13} {'ratio':>7}  verdicts")
 
     totals = {"naive": 0.0, "runner": 0.0}
@@ -252,8 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         if check.outputs[0] != ANSWERS[answer].replace(vocab.EOT, "").strip():
             print(f"bench: the planted answer did not take ({check.outputs[0]!r}); not a fair comparison")
             return 1
-        naive = run_naive(model, tokenizer, conversations)
-        ours = run_runner(runner, conversations)
+        naive, ours = run_interleaved(model, tokenizer, runner, conversations, args.batch_size)
         problems = compare(naive, ours)
         failed |= bool(problems)
         totals["naive"] += naive.seconds
@@ -265,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {problem}")
     if planted and len(args.answers.split(",")) > 1:
         _row("mixed", len(conversations) * len(args.answers.split(",")), totals["naive"], totals["runner"], "")
+    print(f"load average after the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 1 if failed else 0
 
 
