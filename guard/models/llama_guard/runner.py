@@ -19,6 +19,12 @@ model that would answer anything but ``safe`` -- an off-format answer is found a
 ``categories=[]`` (the greedy answer is ``safe``, up to what follows it). A decoded ``unsafe``
 answer lists its codes in ``categories`` even when ``unsafe_score`` is below 0.5 (it can be the
 argmax without being a majority): the scores and the greedy answer are reported side by side.
+The decode continues from the scoring forward's key/value cache, and where the greedy answer runs
+through the ``unsafe`` ``\n`` ``S`` positions that forward already computed, they are not computed
+again (``unsafe\nS9`` then costs one decode step).
+
+Only Llama 3 architectures were run here (LG3 shapes); the Llama 4 path (``llama-guard-4``, chunked
+attention layers) is untested.
 
 Thread-safe: one lock serialises use of the model (and its header cache).
 """
