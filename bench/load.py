@@ -128,6 +128,8 @@ def run_mode(mode: str, demo: Any, clients: int, duration: float, workdir: Path)
             started = time.monotonic()
             asyncio.run(drive(stack.gateway_url, clients, duration, result))
             result.duration_s = time.monotonic() - started
+        if result.error_count:  # what the gateway said about it
+            result.errors.append("gateway log: " + " / ".join(stack.procs["gateway"].tail(1500).splitlines()[-8:]))
         window = 20.0 if duration >= 50 else duration / 3
         result.peak_rss_mb = {name: rss.peak_mb(name) for name in pids}
         result.rss_growth_mb = {name: rss.growth_mb(name, window) for name in pids}
