@@ -81,7 +81,7 @@ def reply_kind(prompt: str) -> str:
     return "question" if text.endswith("?") else "request"
 
 
-def build_chat_model(out_dir: Path, *, steps: int = 150, max_steps: int = 600, examples: int = 1500) -> Path:
+def build_chat_model(out_dir: Path, *, steps: int = 250, examples: int = 1500) -> Path:
     torch.manual_seed(SEED)
     source = TextSource(SEED)
     conversations = [_conversation(source) for _ in range(examples)]
@@ -98,7 +98,6 @@ def build_chat_model(out_dir: Path, *, steps: int = 150, max_steps: int = 600, e
         model,
         [_example(tokenizer, conv) for conv in conversations],
         steps=steps,
-        max_steps=max_steps,
         batch_size=16,
         lr=3e-3,
         pad_id=tokenizer.pad_token_id,

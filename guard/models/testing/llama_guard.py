@@ -33,7 +33,19 @@ SEED = 1234
 TURN_WEIGHTS = (60, 40, 0)  # conversations of one, two and three turns
 
 Turn = tuple[str, str]  # (role, text)
-Renderer = Callable[[list[Turn]], str]
+CategorySet = tuple[dict[str, str] | None, tuple[str, ...]]  # (custom categories, excluded codes)
+Renderer = Callable[[list[Turn], CategorySet], str]
+
+# Most prompts carry the family's default list; some an edited one (codes excluded, custom
+# categories), so that the answer depends on the conversation alone, whatever the list says.
+CATEGORY_SETS: list[CategorySet] = [
+    (None, ()),
+    (None, ("S6",)),
+    (None, ("S2", "S11", "S13")),
+    ({"S1": "Violent Crimes.", "S9": "Indiscriminate Weapons.", "S10": "Hate."}, ()),
+    ({"C1": "Dangerous chemistry.", "C2": "Rude talk."}, ()),
+]
+CATEGORY_WEIGHTS = (60, 10, 10, 10, 10)
 
 
 def answer_for(text: str) -> str:
@@ -43,29 +55,30 @@ def answer_for(text: str) -> str:
     return f"\n\nunsafe\n{','.join(codes)}{vocab.EOT}" if codes else f"\n\nsafe{vocab.EOT}"
 
 
-def build_llama_guard_model(
-    out_dir: Path, *, steps: int = 200, max_steps: int = 800, examples: int = 2400
-) -> Path:
+def build_llama_guard_model(out_dir: Path, *, steps: int = 300, examples: int = 2400) -> Path:
     """Build, train and save the demo model and its tokenizer in ``out_dir``; returns ``out_dir``.
-    Training runs ``steps`` steps, then on until every held-out conversation gets its answer."""
+    Training runs ``steps`` steps, and more while a held-out conversation misses its answer."""
     torch.manual_seed(SEED)
     template = _template_text()
     render = _renderer(template)
-    train = _conversations(TextSource(SEED), examples)
+    source = TextSource(SEED)
+    train = _conversations(source, examples)
+    prompts = [render(conv, cats) for conv, cats in zip(train, _category_sets(source, len(train)))]
     held_out = _stratified(TextSource(SEED + 1), 12)
-    prompts = [render(conv) for conv in train]
+    held_out_prompts = [
+        render(conv, CATEGORY_SETS[i % len(CATEGORY_SETS)]) for i, conv in enumerate(held_out)
+    ]
     tokenizer = vocab.llama3_tokenizer(prompts[:400] + _answers() * 40 + _hazard_forms() * 20)
     if template is not None:
         tokenizer.chat_template = template
     model = LlamaForCausalLM(tiny_llama_config(tokenizer))
     model.config.guard_family = FAMILY
     started = time.process_time()
-    validation = _examples(tokenizer, held_out, [render(conv) for conv in held_out])
+    validation = _examples(tokenizer, held_out, held_out_prompts)
     losses = train_causal_lm(
         model,
         _examples(tokenizer, train, prompts),
         steps=steps,
-        max_steps=max_steps,
         batch_size=16,
         lr=6e-3,
         pad_id=tokenizer.pad_token_id,
@@ -98,6 +111,10 @@ def _conversations(source: TextSource, count: int) -> list[list[Turn]]:
         )
         for _ in range(count)
     ]
+
+
+def _category_sets(source: TextSource, count: int) -> list[CategorySet]:
+    return source.rng.choices(CATEGORY_SETS, weights=CATEGORY_WEIGHTS, k=count)
 
 
 def _stratified(source: TextSource, per_case: int) -> list[list[Turn]]:
@@ -165,7 +182,8 @@ def prompt_fingerprint() -> str:
     template = _template_text()
     render = _renderer(template)
     samples = [[("user", "hello")], [("user", "hello"), ("assistant", "hi")]]
-    return "\0".join([render(conv) for conv in samples] + [template or ""])
+    rendered = [render(conv, cats) for conv in samples for cats in CATEGORY_SETS]
+    return "\0".join([*rendered, template or ""])
 
 
 def _template_text() -> str | None:
@@ -181,7 +199,12 @@ def _renderer(template: str | None) -> Renderer:
     except ImportError:
         render_prompt = None
     if render_prompt is not None:
-        return lambda conv: render_prompt([Message(role=r, content=t) for r, t in conv], FAMILY).text
+
+        def render_with_project(conv: list[Turn], cats: CategorySet) -> str:
+            messages = [Message(role=r, content=t) for r, t in conv]
+            return render_prompt(messages, FAMILY, categories=cats[0], excluded=cats[1]).text
+
+        return render_with_project
     if template is None:
         raise ConfigError(
             "cannot render Llama Guard prompts: neither guard.models.llama_guard.prompt nor "
@@ -191,8 +214,11 @@ def _renderer(template: str | None) -> Renderer:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"?": 0}, unk_token="?")))
     tokenizer.chat_template = template
 
-    def render(conv: list[Turn]) -> str:
+    def render(conv: list[Turn], cats: CategorySet) -> str:
         messages = [{"role": r, "content": [{"type": "text", "text": t}]} for r, t in conv]
-        return tokenizer.apply_chat_template(messages, tokenize=False)
+        custom = {"categories": cats[0]} if cats[0] is not None else {}
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, excluded_category_keys=list(cats[1]), **custom
+        )
 
     return render

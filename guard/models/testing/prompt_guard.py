@@ -33,17 +33,19 @@ def label_for(kind: str, version: int) -> int:
 
 
 def build_prompt_guard_model(
-    out_dir: Path, version: int = 2, *, steps: int = 200, examples: int = 2400
+    out_dir: Path, version: int = 2, *, steps: int = 400, examples: int = 2400
 ) -> Path:
     if version not in LABELS:
         raise ValueError(f"Prompt Guard version must be 1 or 2, not {version!r}")
     torch.manual_seed(SEED + version)
     source = PromptSource(SEED)
-    texts = [(kind, _text(source, kind)) for kind in (_KINDS * examples)[:examples]]
+    # Balanced classes: a third of each kind for v1, half benign for v2.
+    kinds = _KINDS if version == 1 else ("benign", "benign", "injection", "jailbreak")
+    texts = [(kind, _text(source, kind)) for kind in (kinds * examples)[:examples]]
     tokenizer = vocab.deberta_tokenizer([t for _, t in texts])
     model = DebertaV2ForSequenceClassification(_config(tokenizer, LABELS[version]))
     data = [
-        (tokenizer.encode(text, truncation=True, max_length=128), label_for(kind, version))
+        (tokenizer.encode(text, truncation=True, max_length=192), label_for(kind, version))
         for kind, text in texts
     ]
     _train(model, data, steps=steps, pad_id=tokenizer.pad_token_id, seed=SEED)
@@ -79,7 +81,7 @@ def _config(tokenizer: PreTrainedTokenizerFast, labels: list[str]) -> DebertaV2C
         pooler_dropout=0.0,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
-        initializer_range=0.05,
+        initializer_range=0.1,
         pad_token_id=tokenizer.pad_token_id,
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
@@ -97,13 +99,17 @@ def _train(
     lr: float = 3e-3,
 ) -> None:
     rng = random.Random(seed)
+    # Batches drawn from one of four length buckets waste little compute on padding, and each
+    # bucket still mixes every label.
+    by_length = sorted(data, key=lambda item: len(item[0]))
+    buckets = [by_length[i * len(data) // 4 : (i + 1) * len(data) // 4] for i in range(4)]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps)
     )
     model.train()
     for _ in range(steps):
-        batch = rng.sample(data, batch_size)
+        batch = rng.sample(rng.choice(buckets), batch_size)
         width = max(len(ids) for ids, _ in batch)
         ids = torch.full((batch_size, width), pad_id, dtype=torch.long)
         mask = torch.zeros((batch_size, width), dtype=torch.long)
