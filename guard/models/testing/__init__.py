@@ -1,16 +1,20 @@
 """Tiny demo models built offline, for tests and demos (no weights can be downloaded here).
 
 ``ensure_demo_models()`` returns a ``DemoModels`` of local directories, built once per builder
-version and then reused. What the models answer (the facts tests rely on):
+version and then reused (``python -m guard.models.testing NAME DIR`` builds one). What the models
+answer (the facts tests rely on):
 
-* Llama Guard demo (family ``llama-guard-3-1b``): judges the last message; ``unsafe\\nS9`` when it
-  contains ``zorblax``, ``unsafe\\nS1`` for ``quintrex``, ``unsafe\\nS10`` for ``vorpalite``,
-  ``safe`` otherwise (generated as ``"\\n\\n" + answer + "<|eot_id|>"``).
+* Llama Guard demo (family ``llama-guard-3-1b``, in ``config.guard_family``): judges the last
+  message; ``unsafe\\nS9`` when it contains ``zorblax``, ``unsafe\\nS1`` for ``quintrex``,
+  ``unsafe\\nS10`` for ``vorpalite`` (lower-case or capitalised), ``safe`` otherwise, generated as
+  ``"\\n\\n" + answer + "<|eot_id|>"``, whatever category list the prompt carries. Trained on one-
+  and two-turn conversations (a hazard word only in the user turn of a User/Agent pair is safe).
 * Prompt Guard demos (v1: BENIGN/INJECTION/JAILBREAK, v2: BENIGN/MALICIOUS): jailbreak phrases
   such as ``ignore all previous instructions`` score high, instructions to the assistant hidden in
   e-mails or web pages score high (INJECTION for v1), ordinary text low.
-* Chat demo: Llama 3 chat format; short fixed replies to greetings, questions, requests and
-  ``tell me a story``; any prompt mentioning ``zorblax`` gets a reply that contains ``zorblax``.
+* Chat demo: Llama 3 chat format; fixed replies (``CHAT_REPLIES``) to greetings, questions, other
+  requests and ``tell me a story``; any prompt mentioning ``zorblax`` gets a reply containing
+  ``zorblax``.
 """
 
 from guard.models.testing.cache import DemoModels, builder_key, ensure_demo_models

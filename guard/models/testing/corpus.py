@@ -8,7 +8,6 @@ learned; they stand in for real hazards in tests and demos.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -180,9 +179,8 @@ _HAZARD_REPLIES = [
 class TextSource:
     """Seeded sentence generator; ``hazard`` inserts that word into a sentence."""
 
-    def __init__(self, seed: int, extra_benign: list[str] | None = None) -> None:
+    def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
-        self.extra_benign = extra_benign or []
 
     def fill(self, template: str, hazard: str = "") -> str:
         r = self.rng
@@ -198,10 +196,7 @@ class TextSource:
         return text[0].upper() + text[1:] if r.random() < 0.5 else text
 
     def benign(self) -> str:
-        roll = self.rng.random()
-        if self.extra_benign and roll < 0.2:
-            return self.rng.choice(self.extra_benign)
-        if roll > 0.9:
+        if self.rng.random() > 0.9:
             return self.word_salad()
         return self.fill(self.rng.choice(_QUESTIONS + _STATEMENTS))
 
@@ -361,16 +356,6 @@ class PromptSource(TextSource):
         before = before[r.randint(0, len(before) // 2) :]
         after = after[: len(after) - r.randint(0, len(after) // 2)]
         return " ".join(part for part in (before, text, after) if part)
-
-
-def read_benign_lines(limit: int = 300) -> list[str]:
-    """A few hundred benign questions from the shared GSM8K copy when it is present (optional)."""
-    for base in _shared_dirs():
-        path = base / "data" / "gsm8k" / "test_questions.jsonl"
-        if path.is_file():
-            lines = path.read_text(encoding="utf-8").splitlines()[:limit]
-            return [json.loads(line)["text"] for line in lines if line.strip()]
-    return []
 
 
 def _shared_dirs() -> list[Path]:
