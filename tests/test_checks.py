@@ -84,6 +84,8 @@ def test_the_in_process_executor_raises_typed_errors(executor: InProcessExecutor
 
 
 def test_requests_of_concurrent_calls_share_batches(executor: InProcessExecutor) -> None:
+    # Drain what earlier tests left queued (a timed-out call's requests still run): the queue is FIFO.
+    asyncio.run(executor.prompt_guard([PromptGuardRequest(text="drain")], 30))
     before = executor.models.status("prompt_guard", worker="t").batching
 
     async def many() -> list[Any]:
