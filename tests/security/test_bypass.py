@@ -1,8 +1,10 @@
 """Guard-bypass attempts against the real path (normaliser -> policy plan -> demo models ->
 decision under ``policies/default.yaml``), and the Llama Guard token ids they lead to.
 
-Attacks with a known gap (``Attack.gap``) are strict xfails: they document what does not hold yet
-(docs/reliability.md) and fail loudly once it does, so the mark gets removed."""
+Attacks with a known gap (``Attack.gap``) are xfails: they document what does not hold yet
+(docs/reliability.md). They are not strict: whether the tiny demo model happens to catch some of
+them depends on its training, so an XPASS is reported, not failed; the gap stays until it is fixed
+in the guard itself."""
 
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ def test_any_mix_of_special_token_strings_stays_text(lg_tokenizer, shipped_defau
 @pytest.mark.parametrize("attack", ATTACKS, ids=lambda a: a.name)
 def test_attack_is_decided_as_the_default_policy_says(attack, guard_executor, shipped_default, request):
     if attack.gap:
-        request.applymarker(pytest.mark.xfail(reason=attack.gap, strict=True))
+        request.applymarker(pytest.mark.xfail(reason=attack.gap, strict=False))
     outcome = run(run_attack(attack, guard_executor, shipped_default, FAMILY))
     assert outcome.held, outcome.describe()
 
