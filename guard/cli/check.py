@@ -19,6 +19,7 @@ from typing import Any, get_args
 
 import typer
 
+from guard.cli.io import read_stdin_text
 from guard.errors import BadInput
 from guard.messages import parse_messages, parse_messages_json
 from guard.settings import DType, get_settings
@@ -112,17 +113,7 @@ def _conversation(text: str | None) -> list[Message]:
         return parse_messages([{"role": "user", "content": text}])
     if sys.stdin is None or sys.stdin.isatty():
         raise BadInput("give TEXT or pipe a JSON array of messages on stdin")
-    return parse_messages_json(_read_stdin())
-
-
-def _read_stdin() -> str:
-    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
-    if isinstance(raw, str):
-        return raw
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"stdin is not UTF-8 (byte {exc.start})") from None
+    return parse_messages_json(read_stdin_text())
 
 
 def _last_user_text(conversation: list[Message]) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from guard.cli.io import read_stdin_text
 from guard.errors import BadInput, ModelUnavailable
 from guard.messages import parse_messages_json
 from guard.settings import get_settings
@@ -40,7 +41,7 @@ def prompt(
         raise BadInput("no Llama Guard family: pass --family or set GUARD_FAMILY", param="family")
     if token_ids and tokenizer is None:
         raise BadInput("--token-ids needs --tokenizer DIR", param="tokenizer")
-    conversation = parse_messages_json(_read_stdin())
+    conversation = parse_messages_json(read_stdin_text())
     rendered = render_prompt(conversation, family, _read_categories(categories), _split_codes(exclude))
     if not token_ids:
         _write(rendered.text)
@@ -48,16 +49,6 @@ def prompt(
     from guard.models.llama_guard.tokenize import encode_prompt
 
     _write(json.dumps(encode_prompt(_load_tokenizer(tokenizer), rendered).ids) + "\n")
-
-
-def _read_stdin() -> str:
-    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
-    if isinstance(raw, str):
-        return raw
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"stdin is not UTF-8 (byte {exc.start})") from None
 
 
 def _write(text: str) -> None:
