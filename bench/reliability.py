@@ -297,7 +297,7 @@ FINDINGS = """## Found and fixed while building this
   The demo Llama Guard also degrades on long benign padding before the payload (it was trained on
   short texts): splitting fixes that too.
 * **Prompt Guard dilution**: every segment is scanned (the payload after 20,000 characters is found
-  in the last segment), but the demo Prompt Guards score a phrase low once ~400 characters of benign
+  in the last segment), but the demo Prompt Guards score a phrase low once a few hundred characters of benign
   text share its 512-character/token segment. The reference chunking is non-overlapping, so a phrase
   cut by a segment boundary is scored in two halves; proposed (`guard/models/prompt_guard`): extra
   half-offset segments over each boundary (max over all segments: only ever more detection).
