@@ -116,7 +116,13 @@ def schemathesis_run(base_url: str, tally: Tally, *, examples: int, strict: bool
             @_settings(examples, seed)
             @given(operation.as_strategy(generation_mode=mode))
             def one(case: Any) -> None:
-                response = case.call(base_url=base_url, headers=headers, timeout=120)
+                try:
+                    response = case.call(base_url=base_url, headers=headers, timeout=120)
+                except Exception as error:  # noqa: BLE001 - connection dropped by the server: a finding
+                    tally.fail(f"{what} {case.body!r:.200}: {type(error).__name__}: {error}")
+                    if strict:
+                        raise
+                    return
                 _record(tally, response.status_code, response.headers.get("content-type", [""])[0]
                         if isinstance(response.headers.get("content-type"), list)
                         else str(response.headers.get("content-type", "")), response.text,
@@ -145,7 +151,13 @@ def shaped_run(base_url: str, tally: Tally, *, examples: int, strict: bool, seed
         @given(st.sampled_from(ROUTES), _BODIES)
         def one(route: str, body: dict[str, Any]) -> None:
             payload = json.dumps(body, ensure_ascii=True)  # lone surrogates travel as \\ud800 escapes
-            response = client.post(route, content=payload, headers={"content-type": "application/json"})
+            try:
+                response = client.post(route, content=payload, headers={"content-type": "application/json"})
+            except httpx.HTTPError as error:  # the server dropped the connection: a finding, not a crash
+                tally.fail(f"POST {route} {payload:.200}: {type(error).__name__}: {error}")
+                if strict:
+                    raise
+                return
             _record(tally, response.status_code, response.headers.get("content-type", ""), response.text,
                     f"POST {route} {payload:.200}", strict)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from guard.errors import UpstreamError, UpstreamTimeout
+from guard.errors import BadInput, UpstreamError, UpstreamTimeout
 from guard.gateway.config import UpstreamRoute, api_key_from_env
 from guard.gateway.errors import UpstreamRejected
 from guard.gateway.sse_client import SSEClient, StatusError
@@ -74,7 +74,8 @@ class UpstreamClient:
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """A non-streaming chat completion: the upstream's JSON object."""
         try:
-            response = await self._client.post("/chat/completions", json={**body, "stream": False})
+            response = await self._client.post("/chat/completions", content=_payload(body, stream=False),
+                                               headers={"content-type": "application/json"})
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.base_url) from None
         await _raise_for_status(response)
@@ -91,7 +92,7 @@ class UpstreamClient:
 
         Read with the lean ``SSEClient`` (this runs once per token); the body is read to its end
         after ``[DONE]``, so the connection can carry the next request."""
-        payload = json.dumps({**body, "stream": True}).encode()
+        payload = _payload(body, stream=True)
         done = False
         try:
             async for data in self._sse.stream("/chat/completions", payload):
@@ -155,6 +156,16 @@ def _event(payload: bytes) -> RawChunk:
     if "error" in event:
         raise UpstreamError(f"the upstream failed mid-stream: {_message_of(event)}")
     return RawChunk(event, payload)
+
+
+def _payload(body: dict[str, Any], *, stream: bool) -> bytes:
+    """The request body for the upstream. JSON has no NaN or Infinity, but the gateway's JSON parser
+    accepts them (``1e999``, ``NaN``): such a number in a forwarded field is the caller's error (400),
+    not an encoder crash (was a 500 and a reset connection)."""
+    try:
+        return json.dumps({**body, "stream": stream}, allow_nan=False).encode()
+    except ValueError:
+        raise BadInput("the request carries a number JSON cannot represent (NaN or Infinity)") from None
 
 
 async def _raise_for_status(response: httpx.Response) -> None:

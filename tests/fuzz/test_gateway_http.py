@@ -39,3 +39,15 @@ def test_a_lone_surrogate_is_a_400_and_fails_no_one_elses_check(gateway):
         assert response.status_code == 400 and error_shaped(response.json())
         assert "not valid Unicode" in response.json()["error"]["message"]
     assert [r.status_code for r in responses[2:]] == [200] * 8
+
+
+def test_a_number_json_cannot_carry_is_a_400_not_a_crash(gateway):
+    """Found by the fuzzer: ``NaN`` / ``1e999`` in a forwarded field crashed the upstream call's JSON
+    encoder (500, then a reset connection)."""
+    for stream in ("false", "true"):
+        payload = ('{"model": "scripted", "stream": %s, "temperature": NaN, "x": 1e999, '
+                   '"messages": [{"role": "user", "content": "hello"}]}' % stream)
+        response = httpx.post(f"{gateway.url}/v1/chat/completions", content=payload, timeout=60,
+                              headers={**AUTH, "content-type": "application/json"})
+        assert response.status_code == 400 and error_shaped(response.json()), response.text
+        assert "NaN or Infinity" in response.json()["error"]["message"]
