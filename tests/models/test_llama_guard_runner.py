@@ -127,9 +127,10 @@ def test_demo_mixed_length_batch_equals_reference(demo_runner, use_header_cache,
     """decode-unsafe-only: every decoded row answers unsafe, so the decode reuses the ``unsafe\nS``
     positions of the scoring forward; decode-all mixes safe rows in (nothing reused)."""
     runner = LlamaGuardRunner(demo_runner.model, demo_runner.tokenizer, family=FAMILY,
-                              use_header_cache=use_header_cache)
+                              use_header_cache=use_header_cache, max_padding=100.0)
     model, tok = runner.model, runner.tokenizer
     batch = requests(decode) + requests(decode, categories=CUSTOM)[:3]  # User/Agent, default/custom lists
+    assert len(runner._batches([runner._prepare(i, r) for i, r in enumerate(batch)])) == 1
     results = runner.score(batch)
     for request, result in zip(batch, results):
         text = reference_text(request)
@@ -200,6 +201,18 @@ def test_demo_header_cache_is_reused_per_role_and_category_set(demo_runner):
     assert len(runner.header_cache) == 3
 
 
+def test_batches_are_cut_where_padding_would_grow(random_model):
+    model, tok = random_model
+    for max_padding, expected_max in ((0.0, 1), (100.0, 5)):
+        runner = LlamaGuardRunner(model, tok, family=FAMILY, max_padding=max_padding)
+        prepared = [runner._prepare(i, r) for i, r in enumerate(requests())]  # five different lengths
+        batches = runner._batches(prepared)
+        assert max(len(b) for b in batches) == expected_max
+        assert sorted(p.index for b in batches for p in b) == list(range(5))
+    runner = LlamaGuardRunner(model, tok, family=FAMILY, max_batch_size=2, max_padding=100.0)
+    assert [len(b) for b in runner._batches([runner._prepare(i, r) for i, r in enumerate(requests())])] == [2, 2, 1]
+
+
 def test_header_cache_is_bounded():
     from guard.models.llama_guard.cache import HeaderKV
 
@@ -246,7 +259,8 @@ def test_random_model_scores_and_decode_equal_reference(random_model, use_header
     """Garbage answers: the greedy first token is not the lead-in, so the decode restarts from the
     prompt's end; custom codes C1/X22 need two trie chains (a second forward)."""
     model, tok = random_model
-    runner = LlamaGuardRunner(model, tok, family=FAMILY, use_header_cache=use_header_cache)
+    runner = LlamaGuardRunner(model, tok, family=FAMILY, use_header_cache=use_header_cache,
+                              max_padding=100.0)  # one batch despite the mixed lengths
     batch = requests(categories=categories)
     singles = [runner.score([r])[0] for r in batch]
     together = runner.score(batch)

@@ -90,6 +90,7 @@ class LlamaGuardRunner:
         info: ModelInfo | None = None,
         max_batch_size: int = 16,
         max_batch_tokens: int = 32768,
+        max_padding: float | None = None,
         header_cache: HeaderCache | None = None,
         use_header_cache: bool = True,
         max_new_tokens: int = MAX_NEW_TOKENS,
@@ -103,6 +104,11 @@ class LlamaGuardRunner:
                                       dtype=str(model.dtype).removeprefix("torch."))
         self.max_batch_size = max(1, max_batch_size)
         self.max_batch_tokens = max_batch_tokens
+        # Padding allowed in a batch, as a fraction of its real tokens: little on a CPU (compute-bound,
+        # batching only helps the decode), more on a GPU (a wider batch is nearly free there).
+        if max_padding is None:
+            max_padding = 0.1 if model.device.type == "cpu" else 1.0
+        self.max_padding = max_padding
         self.max_new_tokens = max_new_tokens
         self.use_header_cache = use_header_cache
         self.header_cache = header_cache if header_cache is not None else HeaderCache()
@@ -187,19 +193,28 @@ class LlamaGuardRunner:
         return trie
 
     def _batches(self, prepared: list[_Prepared]) -> list[list[_Prepared]]:
-        """Length-sorted batches bounded by count and by padded tokens (padding stays small)."""
-        ordered = sorted(prepared, key=lambda p: len(p.ids))
+        """Batches of requests sorted by the length the forward sees (after the cached header),
+        bounded by count, by padded tokens, and by the padding they would carry: a padded token
+        costs as much as a real one, and on a CPU batching saves nothing else in the prefill."""
+        ordered = sorted(prepared, key=self._width)
         batches: list[list[_Prepared]] = []
         current: list[_Prepared] = []
+        real = 0
         for item in ordered:
-            width = len(item.ids)  # the longest so far (sorted)
-            if current and (len(current) >= self.max_batch_size or (len(current) + 1) * width > self.max_batch_tokens):
+            width = self._width(item)  # the longest so far (sorted)
+            padded = (len(current) + 1) * width
+            if current and (len(current) >= self.max_batch_size or padded > self.max_batch_tokens
+                            or padded > (1.0 + self.max_padding) * (real + width)):
                 batches.append(current)
-                current = []
+                current, real = [], 0
             current.append(item)
+            real += width
         if current:
             batches.append(current)
         return batches
+
+    def _width(self, item: _Prepared) -> int:
+        return len(item.ids) - (item.header_len if self.use_header_cache else 0)
 
     # ------------------------------------------------------------------ one batch
 
