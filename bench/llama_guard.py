@@ -24,8 +24,11 @@ from ``../shared/data`` (relative to the repository).
 Verdicts must be identical: the naive output parsed vs the runner's categories (and, where the
 runner decoded, the outputs must be equal strings). Usage::
 
-    python -m bench llama_guard --quick          # small shape, ~1 minute on 2 cores
-    python -m bench llama_guard                  # LG3-1B shape, 16 conversations, a few minutes
+    python -m bench llama_guard --quick          # small shape, 32 conversations x 3 rounds, ~2 minutes
+    python -m bench llama_guard                  # LG3-1B shape, 16 conversations x 2 rounds, ~5 minutes
+
+Naive and runner alternate chunk by chunk (the cores are shared with whatever else runs); the load
+average is printed before and after, and each round's ratio beside the totals.
 """
 
 from __future__ import annotations
@@ -196,19 +199,29 @@ def run_runner(runner: LlamaGuardRunner, conversations) -> Run:
     return Run(seconds, verdicts, [o.output for o in outcomes])
 
 
-def run_interleaved(model, tokenizer, runner, conversations, chunk: int) -> tuple[Run, Run]:
-    """Both pipelines on the same chunks of conversations, alternating chunk by chunk, so that a
-    change in machine load (the cores are shared) hits both alike. The runner's header cache starts
-    empty, so its one-time header cost is counted."""
-    runner.header_cache.clear()
+def run_interleaved(model, tokenizer, runner, conversations, chunk: int, rounds: int) -> tuple[Run, Run, list[float]]:
+    """Both pipelines on the same chunks of conversations, alternating chunk by chunk (and which
+    goes first), for ``rounds`` rounds, so that changes in machine load (the cores are shared) hit
+    both alike. The runner's header cache is emptied at the start of every round, so its one-time
+    header cost is counted. Returns the totals (verdicts of the first round) and each round's ratio."""
     naive, ours = Run(0.0, [], []), Run(0.0, [], [])
-    for start in range(0, len(conversations), chunk):
-        part = conversations[start : start + chunk]
-        for total, run in ((naive, run_naive(model, tokenizer, part)), (ours, run_runner(runner, part))):
-            total.seconds += run.seconds
-            total.verdicts += run.verdicts
-            total.outputs += run.outputs
-    return naive, ours
+    ratios = []
+    for round_ in range(rounds):
+        runner.header_cache.clear()
+        spent = {"naive": 0.0, "runner": 0.0}
+        for k, start in enumerate(range(0, len(conversations), chunk)):
+            part = conversations[start : start + chunk]
+            jobs = [("naive", naive, lambda: run_naive(model, tokenizer, part)),
+                    ("runner", ours, lambda: run_runner(runner, part))]
+            for name, total, job in (jobs if (round_ + k) % 2 == 0 else jobs[::-1]):
+                run = job()
+                spent[name] += run.seconds
+                total.seconds += run.seconds
+                if round_ == 0:
+                    total.verdicts += run.verdicts
+                    total.outputs += run.outputs
+        ratios.append(spent["naive"] / spent["runner"])
+    return naive, ours, ratios
 
 
 def compare(naive: Run, ours: Run) -> list[str]:
@@ -232,10 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-chars", type=int, default=600, help="cut each message text at this length")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--rounds", type=int, default=None, help="repeat the comparison (default 3 quick, 2 full)")
     parser.add_argument("--answers", default="safe,unsafe", help="planted answers to run, in order")
     args = parser.parse_args(argv)
     shape = args.shape or ("small" if args.quick else "1b")
     n = args.conversations or (32 if shape == "small" else 16)
+    rounds = args.rounds or (3 if shape == "small" else 2)
     dtype = pick_dtype(args.dtype, torch.device("cpu"))
 
     conversations = load_conversations(n + 1, args.max_chars)
@@ -251,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
           f"vocab {cfg['vocab_size']}), {dtype_name(dtype)}, {torch.get_num_threads()} threads, "
           f"model built in {time.perf_counter() - built:.0f} s")
     print(f"{len(conversations)} conversations from ../shared/data: prompt tokens mean {statistics.mean(lengths):.0f}, "
-          f"min {min(lengths)}, max {max(lengths)}; cached header {header} tokens; batch size {args.batch_size}")
+          f"min {min(lengths)}, max {max(lengths)}; cached header {header} tokens; batch size {args.batch_size}; "
+          f"{rounds} rounds")
     print(f"load average before the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'answer':<8} {'naive req/s':>12} {'runner req/s':>13} {'ratio':>7}  verdicts")
 
@@ -268,18 +284,20 @@ def main(argv: list[str] | None = None) -> int:
         if check.outputs[0] != ANSWERS[answer].replace(vocab.EOT, "").strip():
             print(f"bench: the planted answer did not take ({check.outputs[0]!r}); not a fair comparison")
             return 1
-        naive, ours = run_interleaved(model, tokenizer, runner, conversations, args.batch_size)
+        naive, ours, ratios = run_interleaved(model, tokenizer, runner, conversations, args.batch_size, rounds)
         problems = compare(naive, ours)
         failed |= bool(problems)
         totals["naive"] += naive.seconds
         totals["runner"] += ours.seconds
         kinds = sorted({v[0] for v in naive.verdicts})
-        status = f"{len(conversations) - len(problems)}/{len(conversations)} identical ({', '.join(kinds)})"
-        _row(answer, len(conversations), naive.seconds, ours.seconds, status)
+        status = (f"{len(conversations) - len(problems)}/{len(conversations)} identical ({', '.join(kinds)}); "
+                  f"per-round ratios {', '.join(f'{r:.2f}' for r in ratios)}")
+        _row(answer, len(conversations) * rounds, naive.seconds, ours.seconds, status)
         for problem in problems[:5]:
             print(f"    {problem}")
     if planted and len(args.answers.split(",")) > 1:
-        _row("mixed", len(conversations) * len(args.answers.split(",")), totals["naive"], totals["runner"], "")
+        _row("mixed", len(conversations) * rounds * len(args.answers.split(",")), totals["naive"], totals["runner"],
+             "")
     print(f"load average after the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 1 if failed else 0
 
