@@ -103,11 +103,17 @@ async def _one(client: httpx.AsyncClient, index: int, stream: bool, result: Load
     except Exception as error:  # noqa: BLE001 - counted, the run goes on
         result.outcomes["error"] += 1
         if len(result.errors) < 20:
-            result.errors.append(f"{type(error).__name__}: {error}")
+            kind = "stream" if stream else "json"
+            result.errors.append(f"{kind} after {(time.perf_counter() - started):.1f} s: "
+                                 f"{type(error).__name__}: {error!r}")
 
 
 async def drive(url: str, clients: int, duration: float, result: LoadResult) -> None:
-    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
+    # Idle connections expire on the client side (2 s) before uvicorn closes them (its keep-alive
+    # timeout, 5 s, equal to httpx's default expiry): with equal timeouts a request sent on a
+    # connection the server is closing at that instant fails with a reset (seen as ReadError).
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10,
+                          keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         deadline = time.monotonic() + duration
 
@@ -128,8 +134,8 @@ def run_mode(mode: str, demo: Any, clients: int, duration: float, workdir: Path)
             started = time.monotonic()
             asyncio.run(drive(stack.gateway_url, clients, duration, result))
             result.duration_s = time.monotonic() - started
-        if result.error_count:  # what the gateway said about it
-            result.errors.append("gateway log: " + " / ".join(stack.procs["gateway"].tail(1500).splitlines()[-8:]))
+        if result.error_count:  # what the gateway said about it, first
+            result.errors.insert(0, "gateway log: " + " / ".join(stack.procs["gateway"].tail(1500).splitlines()[-8:]))
         window = 20.0 if duration >= 50 else duration / 3
         result.peak_rss_mb = {name: rss.peak_mb(name) for name in pids}
         result.rss_growth_mb = {name: rss.growth_mb(name, window) for name in pids}

@@ -318,6 +318,13 @@ FINDINGS = """## Found and fixed while building this
   the gateway's own cost). Worker RSS still grows between the first and last 20 s of a 60 s run
   (allocator pools reaching their batch sizes, or a slow leak): a longer run
   (`python -m bench load --mode celery --duration 600`) would tell them apart.
+* **Keep-alive race**: a 60 s run with httpx's default pool (idle expiry 5 s) saw 5 of 2,093 (in-process)
+  and 2 of 1,785 (Celery) requests fail with a connection reset (`ReadError`) and nothing in the
+  gateway's log: uvicorn closes idle keep-alive connections after 5 s too, so a request sent on a
+  connection the server is closing at that instant is reset. The load client now expires idle
+  connections after 2 s. Proposed (`guard/gateway/server.py`): `timeout_keep_alive` well above
+  common client pool expiries (e.g. 75 s, as load balancers use), so clients with default settings
+  never meet it.
 * `/readyz` and `/metrics` answer unauthenticated callers; `/readyz` lists the upstream URLs and
   `/metrics` the tenant names. Scores never appear in headers (tested). Proposed: bind metrics to
   an internal port or require an admin key, and report upstreams by name.
