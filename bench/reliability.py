@@ -270,6 +270,13 @@ FINDINGS = """## Found and fixed while building this
   `guard_check_seconds` (now counted in `guard.checks.run_checks`), `guard_policy_reloads_total` and
   `guard_policy_reload_failures_total` (the gateway now attaches the store listener).
 * Error answers carried `x-request-id` twice (`id, id`).
+* `NaN` / `1e999` in a forwarded chat field crashed the upstream call's JSON encoder (500 and a reset
+  connection): now a 400 (`guard.gateway.upstream`).
+* **Keep-alive race with the upstream**: under load, non-streaming upstream calls now and then failed
+  with a 502 "unreachable: ReadError": the gateway's httpx pool kept idle connections 5 s, exactly as
+  long as uvicorn (vLLM, `guard upstream`) keeps them open, so a request could go out on a connection
+  the server was closing. The pool now expires idle connections after 2 s (the streaming client
+  already retried once on a stale pooled connection).
 
 ## Known gaps (proposed fixes, not made: they change product behaviour)
 
@@ -318,13 +325,11 @@ FINDINGS = """## Found and fixed while building this
   the gateway's own cost). Worker RSS still grows between the first and last 20 s of a 60 s run
   (allocator pools reaching their batch sizes, or a slow leak): a longer run
   (`python -m bench load --mode celery --duration 600`) would tell them apart.
-* **Keep-alive race**: a 60 s run with httpx's default pool (idle expiry 5 s) saw 5 of 2,093 (in-process)
-  and 2 of 1,785 (Celery) requests fail with a connection reset (`ReadError`) and nothing in the
-  gateway's log: uvicorn closes idle keep-alive connections after 5 s too, so a request sent on a
-  connection the server is closing at that instant is reset. The load client now expires idle
-  connections after 2 s. Proposed (`guard/gateway/server.py`): `timeout_keep_alive` well above
-  common client pool expiries (e.g. 75 s, as load balancers use), so clients with default settings
-  never meet it.
+* **Keep-alive race on the client side**: a load client with httpx's default pool (idle expiry 5 s)
+  saw 7 of ~3,900 requests reset (`ReadError`, nothing in the gateway's log): the gateway's uvicorn
+  closes idle keep-alive connections after 5 s too. The load client now expires idle connections
+  after 2 s. Proposed (`guard/gateway/server.py`): `timeout_keep_alive` well above common client pool
+  expiries (e.g. 75 s, as load balancers use), so clients with default settings never meet it.
 * `/readyz` and `/metrics` answer unauthenticated callers; `/readyz` lists the upstream URLs and
   `/metrics` the tenant names. Scores never appear in headers (tested). Proposed: bind metrics to
   an internal port or require an admin key, and report upstreams by name.

@@ -25,7 +25,10 @@ from guard.gateway.sse_client import SSEClient, StatusError
 # or goes, so one pool with 64+ open streams spends more CPU managing itself than relaying tokens.
 # Several small pools, taken in turn, keep each scan short.
 SHARDS = 8
-_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=32)
+# Idle connections expire (2 s) before common upstream servers close them: uvicorn (vLLM, `guard
+# upstream`) closes after 5 s, httpx's default expiry is 5 s too, and with equal timeouts a request
+# sent on a connection the server is closing at that instant fails (a 502 "ReadError" under load).
+_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=32, keepalive_expiry=2.0)
 
 
 class RawChunk(dict[str, Any]):
