@@ -246,11 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--rounds", type=int, default=None, help="repeat the comparison (default 3 quick, 2 full)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 is steadier when other jobs share the cores)")
     parser.add_argument("--answers", default="safe,unsafe", help="planted answers to run, in order")
     args = parser.parse_args(argv)
     shape = args.shape or ("small" if args.quick else "1b")
     n = args.conversations or (32 if shape == "small" else 16)
     rounds = args.rounds or (3 if shape == "small" else 2)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = pick_dtype(args.dtype, torch.device("cpu"))
 
     conversations = load_conversations(n + 1, args.max_chars)
