@@ -1,15 +1,14 @@
 """Builders of realistic audit inputs, direct database access, and a TCP proxy to take PostgreSQL
-"down" and "up" again while the store points at it."""
+"down" and "up" again while the store points at it (the stores themselves: ``tests.fixtures.audit``)."""
 
 from __future__ import annotations
 
-import os
 import socket
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -27,11 +26,6 @@ from guard.types import (
     PromptGuardResult,
     Reason,
 )
-
-PG_HOST = os.environ.get("GUARD_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("GUARD_TEST_PG_PORT", "5432"))
-PG_DB = os.environ.get("GUARD_TEST_PG_DB", "test")
-PG_USER = os.environ.get("GUARD_TEST_PG_USER", "postgres")
 
 POLICY = PolicyRef(id="default", version="3", hash="9f2c" * 16)
 LG_MODEL = ModelInfo(model="demo/llama-guard", revision="abc123", family="llama-guard-3-1b")
@@ -115,36 +109,6 @@ def record(
 
 
 # --------------------------------------------------------------------------- databases
-
-
-def postgres_reachable() -> str | None:
-    """None when the test PostgreSQL answers, else why not."""
-    try:
-        import psycopg
-
-        with psycopg.connect(host=PG_HOST, port=PG_PORT, dbname=PG_DB, user=PG_USER, connect_timeout=3):
-            return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
-        return f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}/{PG_DB}: {exc}"
-
-
-def pg_url(schema: str, port: int = PG_PORT) -> str:
-    return f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{port}/{PG_DB}?options=-csearch_path%3D{schema}"
-
-
-@contextmanager
-def pg_schema(prefix: str = "guard_test") -> Iterator[str]:
-    """A fresh schema for one test; yields its name and drops it (cascade) afterwards."""
-    import psycopg
-
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(host=PG_HOST, port=PG_PORT, dbname=PG_DB, user=PG_USER, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{name}"')
-    try:
-        yield name
-    finally:
-        with psycopg.connect(host=PG_HOST, port=PG_PORT, dbname=PG_DB, user=PG_USER, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def raw_execute(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple]:

@@ -1,6 +1,7 @@
 """`guard audit`, `guard review` and `guard stats` as an operator runs them: through the real entry
 point (argument parsing, error mapping, exit codes), in-process to keep the suite fast, and as real
-processes for the exit-code contract of `verify` and for `stats`."""
+processes for the exit-code contract of `verify` and for `stats`. The store commands run against
+SQLite and PostgreSQL (``store_url``)."""
 
 from __future__ import annotations
 
@@ -60,8 +61,9 @@ def guard(capsys, monkeypatch):
 
 
 @pytest.fixture
-def log(tmp_path):
-    url = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+def log(store_url):
+    """Four records (one 45 days old, one blocked, one escalated) on each backend."""
+    url = store_url
     store = SqlAuditStore(url)
     old = datetime.now(timezone.utc) - timedelta(days=45)
     records = store.append(
@@ -95,7 +97,7 @@ def test_verify_passes_then_names_the_record_after_a_deletion(log):
     url, records = log
     ok = guard_process("audit", "verify", "--store", url)
     assert ok.returncode == 0 and "4 record(s)" in ok.stdout
-    raw_execute(url, "DELETE FROM audit_records WHERE id = ?", (records[1].id,))
+    raw_execute(url, "DELETE FROM audit_records WHERE id = %s", (records[1].id,))
     broken = guard_process("audit", "verify", "--store", url)
     assert broken.returncode == 1
     assert records[2].id in broken.stdout and "BROKEN" in broken.stdout
@@ -183,12 +185,12 @@ def test_stats_prints_key_figures_from_metrics(guard):
     assert down.returncode == 1 and "cannot read" in down.stderr
 
 
-def test_replay_journal_moves_journaled_records_into_the_store(tmp_path, guard):
+def test_replay_journal_moves_journaled_records_into_the_store(tmp_path, store_url, guard):
     from guard.audit.journal import Journal
 
     journal = Journal(tmp_path / "gateway.journal.jsonl")
     journal.append([record(request_id="j1"), record(request_id="j2")])
-    url = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    url = store_url
     result = guard("audit", "replay-journal", "--journal", str(journal.path), "--store", url)
     assert result.returncode == 0 and json.loads(result.stdout)["replayed"] == 2
     listed = guard("audit", "query", "--json", "--store", url)

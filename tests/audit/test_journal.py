@@ -13,7 +13,8 @@ from guard import metrics
 from guard.audit import AuditFilters, SqlAuditStore
 from guard.audit.journal import Journal
 from guard.errors import AuditUnavailable
-from tests.audit.helpers import PG_HOST, PG_PORT, TcpProxy, pg_schema, pg_url, record
+from tests.audit.helpers import TcpProxy, record
+from tests.fixtures.audit import PG_HOST, PG_PORT, pg_schema, pg_url
 
 
 def _texts(store: SqlAuditStore) -> list[str]:
