@@ -159,7 +159,9 @@ class ChatService:
             return ChatReply(headers=headers, stream=_sse(_refusal_chunks(call.body, text)))
         # The input record is awaited before the first byte of content, not before the stream
         # opens: its write overlaps the upstream's first tokens.
-        chunks = await (early if early is not None else _open_stream(call.client, call.body))
+        chunks = await _recorded_first(
+            early if early is not None else _open_stream(call.client, call.body), checked
+        )
         if not call.policy.guards.llama_guard.applies("output"):
             return ChatReply(headers=headers, stream=_sse(chunks, before=checked.audited))
         guarded = GuardedStream(
@@ -247,16 +249,30 @@ async def _timed(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def _together(work: Awaitable[Any], audited: Awaitable[None]) -> tuple[Any, None]:
-    """Await the upstream call and the input record together; if either fails, the other is
-    cancelled (an opened stream is closed) and the failure is raised."""
+    """Await the upstream call and the input record together. A failing upstream call is raised
+    only once the record is durable (an error answer leaves after its record, like any answer; a
+    failing write then wins: fail closed); a failing write cancels the call (closing an opened
+    stream)."""
     tasks = [asyncio.ensure_future(work), asyncio.ensure_future(audited)]
     try:
         await asyncio.gather(*tasks)
-    except BaseException:
+    except BaseException as exc:
         await _discard(tasks[0])
+        if isinstance(exc, Exception) and not tasks[1].done():
+            await tasks[1]
         tasks[1].cancel()
         raise
     return tasks[0].result(), None
+
+
+async def _recorded_first(work: Awaitable[Any], checked: Checked) -> Any:
+    """``work`` (opening the upstream stream); if it fails, the error is raised only once the input
+    record is durable, as in ``_together``."""
+    try:
+        return await work
+    except Exception:
+        await checked.audited()
+        raise
 
 
 async def _discard(task: asyncio.Future[Any] | None) -> None:
