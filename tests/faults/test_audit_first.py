@@ -28,7 +28,8 @@ def test_an_upstream_error_answer_leaves_after_its_input_record(fault_gateway, m
         return await write(records)
 
     monkeypatch.setattr(store, "append_async", slow_write)
-    body = {"model": "faulty", "stream": stream, "messages": [{"role": "user", "content": "hi [[status:500]]"}]}
+    messages = [{"role": "user", "content": "hi [[status:500]]"}]
+    body = {"model": "faulty", "stream": stream, "messages": messages}
     response = httpx.post(f"{fault_gateway.url}/v1/chat/completions", json=body, timeout=60)
     assert response.status_code == 502 and error_shaped(response.json())
     records = fault_gateway.records(response.headers["x-request-id"])  # at once: no retry, no wait
