@@ -11,7 +11,9 @@ transaction), and each checkout checks that the path still names the file the co
 a pooled connection never writes into a deleted file.
 
 PostgreSQL: pooled connections checked before use, a short connect timeout so that a store that is
-down is noticed quickly.
+down is noticed quickly, and commits that are on disk when they return: a server, database or role
+default of ``synchronous_commit = off`` (a commit acknowledged before its WAL is flushed, lost if
+the database crashes) is raised to ``local`` for the store's sessions; stronger settings are kept.
 """
 
 from __future__ import annotations
@@ -53,14 +55,25 @@ def create_engine_for(url: str) -> Engine:
     if backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(
+        engine = create_engine(
             parsed,
             pool_pre_ping=True,
             pool_size=5,
             max_overflow=5,
             connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
         )
+        event.listen(engine, "connect", _durable_commits)
+        return engine
     raise ConfigError(f"unsupported audit store URL {url!r}: use sqlite:///path or postgresql+psycopg://...")
+
+
+def _durable_commits(dbapi_conn, record) -> None:
+    """A new PostgreSQL session: ``synchronous_commit = off`` becomes ``local`` (see the module)."""
+    with dbapi_conn.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        if cursor.fetchone()[0] == "off":
+            cursor.execute("SET synchronous_commit TO local")
+    dbapi_conn.commit()
 
 
 def _open_sqlite(path: Path, mode: str) -> sqlite3.Connection:

@@ -7,11 +7,15 @@ import asyncio
 import io
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from guard import metrics
 from guard.audit import AuditFilters, SqlAuditStore
 from guard.audit.chain import record_hash
+from guard.audit.engine import create_engine_for
 from guard.types import Action, AuditRecord
 from tests.audit.helpers import record
+from tests.fixtures.audit import pg_url
 
 
 def _seed(store: SqlAuditStore) -> dict[str, AuditRecord]:
@@ -144,3 +148,19 @@ def test_two_processes_writing_one_store_keep_every_chain_intact(store_url):
     store.close()
     assert report.ok, report.broken
     assert {h.tenant: h.seq for h in report.heads} == {"shared": 30, "p1": 15, "p2": 15}
+
+
+@pytest.mark.parametrize(("configured", "in_force"), [("off", "local"), ("remote_apply", "remote_apply")])
+def test_postgresql_sessions_never_acknowledge_a_commit_before_it_is_flushed(
+    postgres_unreachable, configured, in_force
+):
+    """A role, database or server default of synchronous_commit=off (here: set by the URL, as an
+    operator could) is raised to local for the store's sessions; a stronger setting is kept."""
+    if postgres_unreachable:
+        pytest.skip(postgres_unreachable)
+    engine = create_engine_for(pg_url("public") + f"%20-csynchronous_commit%3D{configured}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == in_force
+    finally:
+        engine.dispose()
