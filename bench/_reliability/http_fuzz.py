@@ -72,24 +72,10 @@ def check_response(status: int, content_type: str, text: str) -> str | None:
     return None
 
 
-#: A 5xx that is a known, reported gap rather than a crash: ``/v1/moderations`` has no policy and so
-#: no ``on_error``; when the (demo) Llama Guard answers off-format the route answers 502
-#: ``malformed_output`` in OpenAI's shape (docs/reliability.md, known gaps).
-KNOWN_5XX = (("/v1/moderations", 502, '"code":"malformed_output"'),)
-
-
-def _known_5xx(what: str, status: int, text: str) -> bool:
-    return any(route in what and status == code and marker in text.replace(" ", "")
-               for route, code, marker in KNOWN_5XX)
-
-
 def _record(tally: Tally, status: int, content_type: str, text: str, what: str, strict: bool) -> None:
     problem = check_response(status, content_type, text)
     if problem is None:
         tally.add(f"{status // 100}xx")
-        return
-    if _known_5xx(what, status, text):
-        tally.add("known-gap 502 (moderations, malformed model output)")
         return
     tally.fail(f"{what}: {problem}")
     if strict:

@@ -1,4 +1,9 @@
-"""OpenAI moderation results from guard results, through the versioned mapping file."""
+"""OpenAI moderation results from guard results, through the versioned mapping file.
+
+An input the guard could not judge (model failure, off-format answer, timeout) still gets a result:
+``flagged`` follows the caller's policy's Llama Guard ``on_error`` for input (fail closed by
+default), with no category set and ``guard.status``/``guard.error`` saying what happened.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from guard.errors import ConfigError
+from guard.errors import ConfigError, GuardError, GuardTimeout
 from guard.gateway.protocol import ModerationResult
 from guard.taxonomy import HAZARD_CODES
-from guard.types import LlamaGuardResult, PromptGuardResult
+from guard.types import Action, LlamaGuardResult, PromptGuardResult
 
 DEFAULT_MAP = Path(__file__).with_name("moderation_map.yaml")
 
@@ -85,9 +90,27 @@ def moderation_result(
     )
 
 
+def failed_result(mapping: ModerationMap, error: GuardError, on_error: Action) -> ModerationResult:
+    """The result of an input Llama Guard failed on: flagged unless the policy fails open. Only the
+    error's kind is shown (its message may name hosts or paths; the gateway log has it)."""
+    return ModerationResult(
+        flagged=on_error is not Action.ALLOW,
+        categories={key: False for key in mapping.categories},
+        category_scores={key: 0.0 for key in mapping.categories},
+        category_applied_input_types=dict(_APPLIED),
+        guard={
+            "mapping_version": mapping.version,
+            "status": "timeout" if isinstance(error, GuardTimeout) else "guard_error",
+            "error": error.kind,
+            "on_error": on_error.value,
+        },
+    )
+
+
 def _extras(mapping: ModerationMap, lg: LlamaGuardResult, pg: PromptGuardResult | None) -> dict[str, object]:
     extras: dict[str, object] = {
         "mapping_version": mapping.version,
+        "status": "ok",
         "categories": list(lg.categories),
         "category_scores": dict(lg.category_scores),
         "unsafe_score": lg.unsafe_score,

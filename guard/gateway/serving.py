@@ -11,12 +11,13 @@ from typing import Any
 
 from fastapi import Request
 
-from guard.errors import BadInput, GuardError
+from guard import metrics
+from guard.errors import BadInput, GuardError, GuardTimeout
 from guard.gateway.auth import Authenticator, Principal, is_loopback, open_mode_default, require_admin
 from guard.gateway.chat import ChatService
 from guard.gateway.context import RequestContext, make_context, resolve_policy
 from guard.gateway.limits import check_messages, check_texts
-from guard.gateway.moderation import moderation_result
+from guard.gateway.moderation import failed_result, moderation_result
 from guard.gateway.pipeline import Guardrail
 from guard.gateway.protocol import (
     GuardCheckRequest,
@@ -28,7 +29,7 @@ from guard.gateway.protocol import (
 )
 from guard.gateway.services import GatewayServices
 from guard.messages import parse_messages
-from guard.types import LlamaGuardRequest, Message, PromptGuardRequest
+from guard.types import Action, LlamaGuardRequest, Message, PromptGuardRequest
 
 PROBE_TIMEOUT_S = 2.0
 log = logging.getLogger("guard.gateway")
@@ -87,19 +88,40 @@ class Gateway:
 
     # ------------------------------------------------------------------ moderations
 
-    async def moderate(self, body: ModerationRequest) -> ModerationResponse:
+    async def moderate(
+        self, ctx: RequestContext, body: ModerationRequest, requested_policy: str | None = None
+    ) -> ModerationResponse:
+        """One result per input. Each input is judged on its own, so a guard failure on one (an
+        off-format answer, a timeout) is that input's result, decided by the caller's policy's
+        Llama Guard ``on_error`` for input (with the policy's guard timeouts); input the model
+        refuses (``BadInput``) is a 400."""
         texts = _moderation_texts(body.input)
         check_texts(texts, max_items=self.settings.max_messages, max_chars=self.settings.max_message_chars)
-        timeout = self.settings.check_timeout_s
+        guards = resolve_policy(self.policies, ctx, requested_policy).guards
+        on_error = guards.llama_guard.on_error.input
         executor = self.services.executor
-        lg_requests = [LlamaGuardRequest(conversation=[Message(role="user", content=t)]) for t in texts]
+        lg_timeout, pg_timeout = guards.llama_guard.timeout_ms / 1000, guards.prompt_guard.timeout_ms / 1000
+        judged = [executor.llama_guard([LlamaGuardRequest(conversation=[Message(role="user", content=t)])],
+                                       lg_timeout) for t in texts]
         pg_requests = [PromptGuardRequest(text=t, source="user") for t in texts]
-        lg, pg = await asyncio.gather(
-            executor.llama_guard(lg_requests, timeout), _optional(executor.prompt_guard(pg_requests, timeout))
+        *lg, pg = await asyncio.gather(
+            *judged, _optional(executor.prompt_guard(pg_requests, pg_timeout)), return_exceptions=True
         )
         mapping = self.services.moderation_map
-        results = [moderation_result(mapping, lg[i], pg[i] if pg else None) for i in range(len(texts))]
-        return ModerationResponse(model=lg[0].model.model if lg else "llama-guard", results=results)
+        listed = not isinstance(body.input, str) and all(isinstance(v, str) for v in body.input)
+        results = []
+        for index, outcome in enumerate(lg):
+            if isinstance(outcome, list):
+                scores = pg[index] if isinstance(pg, list) else None
+                results.append(moderation_result(mapping, outcome[0], scores))
+                continue
+            error = _moderation_failure(outcome, index if listed else None)
+            log.warning("request %s: llama_guard failed on input %d: %s: %s", ctx.request_id, index,
+                        error.kind, error.message)
+            observe_moderation_failure(ctx, error, on_error)
+            results.append(failed_result(mapping, error, on_error))
+        model = next((o[0].model.model for o in lg if isinstance(o, list)), "llama-guard")
+        return ModerationResponse(model=model, results=results)
 
     # ------------------------------------------------------------------ models and readiness
 
@@ -200,6 +222,27 @@ def _moderation_texts(value: Any) -> list[str]:
         return list(value)
     # A list of content parts is one input (OpenAI: a multimodal array yields one result).
     return ["\n".join(part.text for part in value)]
+
+
+def _moderation_failure(outcome: BaseException, index: int | None) -> GuardError:
+    """A guard failure to report in the input's result; raises what is not one (the caller's bad
+    input, named by its index; cancellation; anything unexpected)."""
+    if isinstance(outcome, BadInput):
+        where = "input" if index is None else f"input[{index}]"
+        outcome.message, outcome.param = f"{where}: {outcome.message}", where
+        raise outcome
+    if isinstance(outcome, GuardError):
+        return outcome
+    raise outcome
+
+
+def observe_moderation_failure(ctx: RequestContext, error: GuardError, on_error: Action) -> None:
+    if isinstance(error, GuardTimeout):
+        metrics.observe_checks({}, {}, ["llama_guard"])
+    else:
+        metrics.observe_checks({}, {"llama_guard": error.kind}, [])
+    if on_error is not Action.BLOCK:
+        metrics.FAIL_OPEN.labels(ctx.tenant_name, "input", "llama_guard").inc()
 
 
 async def _optional(call: Any) -> Any:

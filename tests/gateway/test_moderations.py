@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
+
 from guard.gateway.moderation import OPENAI_CATEGORIES
+from tests.fixtures.servers import KEYS
+
+AUTH = {"authorization": f"Bearer {KEYS['acme']}"}
 
 
 def test_one_string_gives_one_result_with_all_openai_keys_and_real_scores(client):
@@ -34,3 +39,27 @@ def test_text_parts_are_one_input(client):
         input=[{"type": "text", "text": "hello"}, {"type": "text", "text": "and goodbye"}]
     )
     assert len(response.results) == 1
+
+
+def test_a_guard_failure_is_a_result_decided_by_the_policys_on_error(gateway):
+    """Regression (HTTP fuzz: 502 ``malformed_output``): a guard failing on an input is that
+    input's result, never a 5xx. ``slow-guard`` gives Llama Guard 1 ms, so every check fails;
+    its ``on_error`` (block: fail closed) flags the input, the fail-open variant does not."""
+    answers = {}
+    for policy in ("slow-guard", "slow-guard-open"):
+        response = httpx.post(f"{gateway.base_url}/moderations", json={"input": ["hello there", "zorblax"]},
+                              headers={**AUTH, "x-guard-policy": policy}, timeout=60)
+        assert response.status_code == 200, response.text
+        answers[policy] = response.json()["results"]
+    for policy, flagged, on_error in (("slow-guard", True, "block"), ("slow-guard-open", False, "allow")):
+        for result in answers[policy]:
+            assert result["flagged"] is flagged and not any(result["categories"].values())
+            assert result["guard"] | {"mapping_version": "1"} == {
+                "mapping_version": "1", "status": "timeout", "error": "timeout", "on_error": on_error}
+
+
+def test_an_input_the_model_refuses_is_a_400_naming_it(gateway):
+    response = httpx.post(f"{gateway.base_url}/moderations", json={"input": ["hello there", "   "]},
+                          headers=AUTH, timeout=60)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "input[1]", response.text
+    assert response.json()["error"]["message"].startswith("input[1]: ")

@@ -13,4 +13,6 @@ router = APIRouter()
 async def moderations(
     body: ModerationRequest, request: Request, ctx: RequestContext = Depends(context)
 ) -> ModerationResponse:
-    return await gateway(request).moderate(body)
+    """OpenAI's moderation API; ``x-guard-policy`` names the policy whose ``on_error`` decides an
+    input the guard fails on (else the key's or tenant's default)."""
+    return await gateway(request).moderate(ctx, body, request.headers.get("x-guard-policy"))
