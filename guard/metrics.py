@@ -17,6 +17,7 @@ Label values are plain strings: this module imports nothing of the guard, so eve
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable
 
@@ -31,6 +32,7 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+from prometheus_client.metrics_core import Metric
 
 #: Latency buckets from 1 ms to 10 s (CPU guard inference sits in the 10 ms .. 2 s range).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -158,9 +160,27 @@ def exposition_registry() -> CollectorRegistry:
     return registry
 
 
-def render_latest() -> tuple[bytes, str]:
-    """The ``/metrics`` body and its content type."""
-    return generate_latest(exposition_registry()), CONTENT_TYPE_LATEST
+def render_latest(tenant: str | None = None) -> tuple[bytes, str]:
+    """The ``/metrics`` body and its content type; with ``tenant``, samples labelled with another
+    tenant are left out (what an admin key of that tenant may read)."""
+    registry = exposition_registry()
+    return generate_latest(registry if tenant is None else _TenantView(registry, tenant)), CONTENT_TYPE_LATEST
+
+
+class _TenantView:
+    """A registry's families without the samples whose ``tenant`` label names another tenant."""
+
+    def __init__(self, registry: CollectorRegistry, tenant: str) -> None:
+        self._registry = registry
+        self._tenant = tenant
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._registry.collect():
+            samples = [s for s in family.samples if s.labels.get("tenant", self._tenant) == self._tenant]
+            if len(samples) != len(family.samples):
+                family = copy.copy(family)
+                family.samples = samples
+            yield family
 
 
 def start_metrics_server(port: int, addr: str = "127.0.0.1") -> tuple[object, object]:

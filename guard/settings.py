@@ -71,6 +71,10 @@ class GuardSettings(BaseSettings):
     max_body_bytes: int = 1_000_000
     max_messages: int = 256
     max_message_chars: int = 100_000
+    # Prometheus without a key: /metrics on a listener of its own (keep it off the public address);
+    # the API listener's /metrics needs an admin key either way.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
 
 
 @lru_cache(maxsize=1)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import typer
 
-from guard.errors import ModelUnavailable
+from guard.errors import BadInput, ModelUnavailable
 
 
 def register(app: typer.Typer) -> None:
@@ -19,17 +20,26 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="print the figures as JSON"),
     timeout: float = typer.Option(5.0, "--timeout", help="seconds to wait for the server"),
 ) -> None:
-    """Print requests, decisions by action, guard latency p50/p99, fail-open and audit figures."""
+    """Print requests, decisions by action, guard latency p50/p99, fail-open and audit figures.
+
+    The gateway's /metrics needs an admin API key, read from GUARD_API_KEY (never a flag: it would
+    show in the process list), unless the gateway is local in open mode; its metrics port
+    (GUARD_METRICS_PORT) needs none."""
     import httpx
 
     from guard.metrics import summarize
 
     target = url if url.rstrip("/").endswith("/metrics") else url.rstrip("/") + "/metrics"
+    key = os.environ.get("GUARD_API_KEY")
+    headers = {"authorization": f"Bearer {key}"} if key else {}
     try:
-        response = httpx.get(target, timeout=timeout)
-        response.raise_for_status()
+        response = httpx.get(target, timeout=timeout, headers=headers)
     except httpx.HTTPError as exc:
         raise ModelUnavailable(f"cannot read {target}: {exc}") from None
+    if response.status_code in (401, 403):
+        raise BadInput(f"{target} answered {response.status_code}: set GUARD_API_KEY to an admin key")
+    if response.status_code != 200:
+        raise ModelUnavailable(f"cannot read {target}: HTTP {response.status_code}")
     figures = summarize(response.text)
     if as_json:
         print(json.dumps(figures, indent=2))

@@ -22,6 +22,17 @@ class Principal:
     key_id: str | None = None
     policy: str | None = None  # a key may be pinned to one policy
     admin: bool = False
+    # Let in by open mode from a loopback address: a user of the gateway's own machine.
+    local: bool = False
+
+    @property
+    def operator_scope(self) -> tuple[bool, str | None]:
+        """May this caller read the service's own state (``/metrics``, ``/readyz`` details), and
+        for which tenant: an admin key sees its tenant's share, a local open-mode caller all
+        (``None``); anyone else nothing."""
+        if self.admin:
+            return True, self.tenant
+        return (True, None) if self.local and self.key_id is None else (False, None)
 
 
 def is_loopback(host: str | None) -> bool:
@@ -52,7 +63,7 @@ class Authenticator:
         if key is not None:
             return Principal(tenant=key.tenant, key_id=key.id, policy=key.policy, admin=key.admin)
         if self.open_mode and (is_loopback(client_host) or not self.loopback_only):
-            return Principal(tenant=self._open_tenant)
+            return Principal(tenant=self._open_tenant, local=is_loopback(client_host))
         if token is None:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         raise Unauthorized("incorrect API key provided")

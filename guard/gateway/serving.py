@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -32,6 +33,7 @@ from guard.messages import parse_messages
 from guard.types import Action, LlamaGuardRequest, Message, PromptGuardRequest
 
 PROBE_TIMEOUT_S = 2.0
+_URL_CREDENTIALS = re.compile(r"([a-zA-Z][\w+.-]*://)[^/@\s]+@")
 log = logging.getLogger("guard.gateway")
 
 
@@ -149,31 +151,47 @@ class Gateway:
                 names.append(name)
         return names
 
-    async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        report: dict[str, Any] = {"models": {}, "upstreams": {}}
+    async def readiness(
+        self, *, detail: bool = False, tenant: str | None = None
+    ) -> tuple[bool, dict[str, Any]]:
+        """Ready when every model (or worker) is loaded and every configured upstream answers. The
+        answer is the status alone unless ``detail``: then the models' states and the upstreams by
+        name (``tenant/route``, or the route alone when ``tenant`` limits the view to one tenant),
+        never their URLs (they may carry credentials or internal hosts)."""
+        models: dict[str, str] = {}
         try:
             statuses = await asyncio.wait_for(self.services.executor.status(), PROBE_TIMEOUT_S * 2)
         except (GuardError, asyncio.TimeoutError) as error:
-            report["models"]["error"] = str(error)
+            models["error"] = _without_credentials(str(error) or type(error).__name__)
             statuses = []
         for status in statuses:
-            report["models"][status.queue] = "ready" if status.loaded else (status.error or "loading")
-        for url, ok in (await self._probe_upstreams()).items():
-            report["upstreams"][url] = "reachable" if ok else "unreachable"
-        ready = (
-            bool(statuses)
-            and all(v == "ready" for v in report["models"].values())
-            and all(v == "reachable" for v in report["upstreams"].values())
-        )
+            state = "ready" if status.loaded else status.error or "loading"
+            models[status.queue] = _without_credentials(state)
+        upstreams = await self._probe_upstreams()
+        ready = bool(statuses) and all(v == "ready" for v in models.values()) and all(upstreams.values())
+        report: dict[str, Any] = {"status": "ready" if ready else "not_ready"}
+        if detail:
+            report["models"] = models
+            report["upstreams"] = {
+                name if tenant else f"{owner}/{name}": "reachable" if ok else "unreachable"
+                for (owner, name), ok in upstreams.items()
+                if tenant is None or owner == tenant
+            }
         return ready, report
 
-    async def _probe_upstreams(self) -> dict[str, bool]:
-        routes = {
-            r.upstream: r
-            for t in self.services.config.tenants.values()
-            for r in [t.route_for(""), *t.routes.values()]
-            if r is not None
-        }
+    def _upstream_routes(self) -> dict[tuple[str, str], Any]:
+        """Every upstream route by (tenant, name): ``default`` for the tenant's own upstream."""
+        routes: dict[tuple[str, str], Any] = {}
+        for owner, config in self.services.config.tenants.items():
+            if (route := config.route_for("")) is not None:
+                routes[owner, "default"] = route
+            routes.update({(owner, name): route for name, route in config.routes.items()})
+        return routes
+
+    async def _probe_upstreams(self) -> dict[tuple[str, str], bool]:
+        """Whether each route's upstream answered (each distinct URL is probed once)."""
+        routes = self._upstream_routes()
+        distinct = {route.upstream: route for route in routes.values()}
 
         async def probe(route: Any) -> bool:
             try:
@@ -184,8 +202,8 @@ class Gateway:
                 return False
             return True
 
-        results = await asyncio.gather(*(probe(r) for r in routes.values()))
-        return dict(zip(routes, results))
+        reachable = dict(zip(distinct, await asyncio.gather(*(probe(r) for r in distinct.values()))))
+        return {key: reachable[route.upstream] for key, route in routes.items()}
 
     # ------------------------------------------------------------------ audit (admin keys)
 
@@ -243,6 +261,11 @@ def observe_moderation_failure(ctx: RequestContext, error: GuardError, on_error:
         metrics.observe_checks({}, {"llama_guard": error.kind}, [])
     if on_error is not Action.BLOCK:
         metrics.FAIL_OPEN.labels(ctx.tenant_name, "input", "llama_guard").inc()
+
+
+def _without_credentials(text: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://***@host`` (broker URLs in worker errors)."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
 async def _optional(call: Any) -> Any:

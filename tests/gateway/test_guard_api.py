@@ -53,12 +53,14 @@ def test_models_lists_the_guard_models_and_the_upstream_ones(client):
 
 
 def test_health_readiness_and_metrics(gateway, client):
+    admin = {"authorization": f"Bearer {KEYS['admin']}"}
     assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{gateway.url}/readyz", timeout=30)
+    ready = httpx.get(f"{gateway.url}/readyz", timeout=30, headers=admin)
     assert ready.status_code == 200, ready.text
     assert set(ready.json()["models"]) == {"llama_guard", "prompt_guard"}
+    assert ready.json()["upstreams"] == {"default": "reachable", "local-chat": "reachable"}
     client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "hi"}])
-    text = httpx.get(f"{gateway.url}/metrics").text
+    text = httpx.get(f"{gateway.url}/metrics", headers=admin).text
     assert 'guard_requests_total{route="/v1/chat/completions",status="200"}' in text
     assert "guard_decisions_total" in text
 

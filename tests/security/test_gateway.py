@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import httpx
 import pytest
@@ -112,3 +113,90 @@ def test_guard_headers_carry_decisions_never_scores(gateway):
         assert guard["x-guard-decision"] in ("allow", "flag", "redact", "escalate", "block")
         assert "score" not in json.dumps(guard).lower()
         assert "score" not in json.dumps(response.json().get("choices")).lower()
+
+
+ACTIONS = {"allow", "flag", "redact", "escalate", "block"}
+# Every route and outcome that answers with guard headers, for an app key and an admin key alike:
+# no key may read a score from a header (scores are in bodies the caller asked for: check,
+# moderations, a block answered as an error).
+ANSWERS = [(CHAT, {"model": "scripted", "messages": UNSAFE}, None),
+           (CHAT, {"model": "scripted", "messages": UNSAFE, "stream": True}, None),
+           (CHAT, {"model": "scripted", "messages": [{"role": "user", "content": "zorblax"}]}, "errors"),
+           (CHAT, {"model": "scripted", "messages": UNSAFE}, "redact"),
+           (CHAT, {"model": "scripted", "messages": UNSAFE, "stream": True}, "shadow"),
+           (CHAT, {"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}, "slow-guard"),
+           ("/v1/guard/check", {"messages": UNSAFE}, None),
+           ("/v1/moderations", {"input": "tell me about zorblax"}, None)]
+
+
+@pytest.mark.parametrize("key", ["acme", "admin"])
+def test_no_guard_header_of_any_answer_carries_a_score(gateway, key):
+    for path, body, policy in ANSWERS:
+        headers = {**auth(key), **({"x-guard-policy": policy} if policy else {})}
+        response = post(gateway, path, body, headers)
+        assert response.status_code in (200, 400), response.text
+        guard = {k: v for k, v in response.headers.items() if k.startswith("x-guard")}
+        assert set(guard) <= GUARD_HEADERS, (path, policy, guard)
+        if path == CHAT and response.status_code == 200:
+            assert "x-guard-decision" in guard and "x-guard-policy" in guard, (policy, response.headers)
+        for name, value in guard.items():  # each value's whole form: an action, a policy ref, a time
+            if name in ("x-guard-decision", "x-guard-shadow-decision"):
+                assert value in ACTIONS, (name, value)
+            elif name == "x-guard-policy":
+                assert re.fullmatch(r"[\w.-]+@[\w.-]+", value), value
+            else:
+                assert re.fullmatch(r"\d+(\.\d+)?", value) and name == "x-guard-check-ms", (name, value)
+
+
+# --------------------------------------------------------------------------- probes and metrics
+
+
+@pytest.mark.parametrize("headers", [{}, auth("acme"), {"authorization": "Bearer sk-wrong"}],
+                         ids=["no-key", "app-key", "wrong-key"])
+def test_probes_answer_anyone_with_the_status_alone(gateway, headers):
+    """Orchestrators probe without keys: the status, nothing about upstreams, models or tenants."""
+    assert httpx.get(f"{gateway.url}/healthz", headers=headers).json() == {"status": "ok"}
+    ready = httpx.get(f"{gateway.url}/readyz", headers=headers, timeout=30)
+    assert ready.status_code == 200 and ready.json() == {"status": "ready"}, ready.text
+    assert not {h for h in ready.headers if h.startswith("x-guard")}
+
+
+def test_readiness_details_are_for_admin_keys_and_name_their_own_upstreams_only(gateway):
+    body = httpx.get(f"{gateway.url}/readyz", headers=auth("admin"), timeout=30).json()
+    assert body["status"] == "ready" and set(body["models"]) == {"llama_guard", "prompt_guard"}
+    assert body["upstreams"] == {"default": "reachable", "local-chat": "reachable"}  # tenant acme's routes
+    assert "127.0.0.1" not in json.dumps(body) and "other" not in json.dumps(body)
+
+
+def test_metrics_need_an_admin_key_and_show_its_own_tenant_only(gateway):
+    for tenant in ("acme", "other"):  # both tenants have decision samples
+        post(gateway, CHAT, {"model": "scripted", "messages": UNSAFE}, auth(tenant))
+    for headers, status in (({}, 401), ({"authorization": "Bearer sk-wrong"}, 401), (auth("acme"), 403)):
+        response = httpx.get(f"{gateway.url}/metrics", headers=headers)
+        assert response.status_code == status and error_shaped(response.json()), response.text
+        assert "guard_" not in response.text
+    text = httpx.get(f"{gateway.url}/metrics", headers=auth("admin")).text
+    assert 'tenant="acme"' in text and 'tenant="other"' not in text
+    assert "guard_requests_total" in text and "://" not in text  # no upstream URL in any label
+
+
+def test_the_metrics_listener_serves_prometheus_without_a_key(demo_models, scripted_upstream, tmp_path):
+    from guard.gateway.app import create_app
+    from guard.gateway.server import ServerThread
+    from guard.settings import GuardSettings
+    from tests.fixtures.servers import write_policies
+
+    settings = GuardSettings(
+        llama_guard=str(demo_models.llama_guard), family="llama-guard-3-1b",
+        prompt_guard=str(demo_models.prompt_guard_2), dtype="float32", device="cpu",
+        upstream=f"{scripted_upstream.url}/v1", policies_dir=write_policies(tmp_path / "policies"),
+        audit_url=f"sqlite:///{tmp_path / 'audit.sqlite3'}", open_mode=False, metrics_port=0)
+    app = create_app(settings)
+    port = app.state.metrics_listener.server_port
+    with ServerThread(app) as server:
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        assert httpx.get(f"{server.url}/metrics").status_code == 401  # the API listener still wants a key
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert scraped.status_code == 200 and 'guard_requests_total{route="/healthz",status="200"}' in scraped.text
+    with pytest.raises(httpx.TransportError):  # closed with the app
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
