@@ -109,11 +109,10 @@ async def _one(client: httpx.AsyncClient, index: int, stream: bool, result: Load
 
 
 async def drive(url: str, clients: int, duration: float, result: LoadResult) -> None:
-    # Idle connections expire on the client side (2 s) before uvicorn closes them (its keep-alive
-    # timeout, 5 s, equal to httpx's default expiry): with equal timeouts a request sent on a
-    # connection the server is closing at that instant fails with a reset (seen as ReadError).
-    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10,
-                          keepalive_expiry=2.0)
+    # httpx's default idle expiry (5 s), as clients have it: the gateway keeps idle connections
+    # longer (GUARD_KEEP_ALIVE_S, 75 s), so the client always closes first. With equal timeouts (5 s,
+    # uvicorn's default) a request sent as the server closed its connection was reset (ReadError).
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         deadline = time.monotonic() + duration
 

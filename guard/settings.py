@@ -71,6 +71,10 @@ class GuardSettings(BaseSettings):
     max_body_bytes: int = 1_000_000
     max_messages: int = 256
     max_message_chars: int = 100_000
+    # Seconds an idle client connection stays open. Above the idle expiry of client pools (httpx
+    # 5 s, aiohttp 15 s) and of load balancers in front (60 s is common): the side that closes first
+    # must be the client, else a request sent as the server closes is reset.
+    keep_alive_s: float = 75.0
     # Prometheus without a key: /metrics on a listener of its own (keep it off the public address);
     # the API listener's /metrics needs an admin key either way.
     metrics_host: str = "127.0.0.1"

@@ -117,4 +117,6 @@ def run_gateway(settings: GuardSettings, *, log_level: str = "info") -> None:
         f"(upstream: {settings.upstream or 'none'}, policies: {settings.policies_dir})",
         flush=True,
     )
-    serve_forever(app, settings.host, settings.port, log_level=log_level)
+    serve_forever(
+        app, settings.host, settings.port, log_level=log_level, keep_alive_s=settings.keep_alive_s
+    )

@@ -1,6 +1,11 @@
 """Run an ASGI app on uvicorn: in the foreground (`guard serve`) or on a background thread
 (`guard demo`, tests and benchmarks), always on a socket bound before the server starts, so a free
 port can be picked (port 0) and known before the first request.
+
+Idle keep-alive connections stay open ``GUARD_KEEP_ALIVE_S`` (75 s), not uvicorn's 5 s: a client
+pool that keeps idle connections as long as the server (httpx: 5 s) or longer sometimes sends a
+request on a connection the server is closing at that instant, and gets a reset. The client must
+be the side that gives up first.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from typing import Any
 import uvicorn
 
 from guard.errors import ConfigError
+from guard.settings import GuardSettings
+
+KEEP_ALIVE_S: float = GuardSettings.model_fields["keep_alive_s"].default
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -28,7 +36,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
+def _config(app: Any, host: str, port: int, log_level: str, keep_alive_s: float) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
@@ -37,26 +45,35 @@ def _config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=keep_alive_s,  # type: ignore[arg-type]  # uvicorn takes a float too
         ws="none",
     )
 
 
-def serve_forever(app: Any, host: str, port: int, *, log_level: str = "info") -> None:
+def serve_forever(
+    app: Any, host: str, port: int, *, log_level: str = "info", keep_alive_s: float = KEEP_ALIVE_S
+) -> None:
     """Serve until SIGINT/SIGTERM (the calling thread must be the main thread for signals)."""
     sock = bind_socket(host, port)
-    uvicorn.Server(_config(app, host, port, log_level)).run(sockets=[sock])
+    uvicorn.Server(_config(app, host, port, log_level, keep_alive_s)).run(sockets=[sock])
 
 
 class ServerThread:
     """A uvicorn server on a daemon thread. ``start()`` returns once it accepts connections."""
 
     def __init__(
-        self, app: Any, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning"
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        log_level: str = "warning",
+        keep_alive_s: float = KEEP_ALIVE_S,
     ) -> None:
         self._sock = bind_socket(host, port)
         self.host = host
         self.port = self._sock.getsockname()[1]
-        self.server = uvicorn.Server(_config(app, host, self.port, log_level))
+        self.server = uvicorn.Server(_config(app, host, self.port, log_level, keep_alive_s))
         self._thread = threading.Thread(target=self._run, name=f"uvicorn-{self.port}", daemon=True)
         self._error: BaseException | None = None
 
