@@ -14,7 +14,9 @@ Per task:
    broker, else kombu's ``send_task`` on a thread (it blocks; never on the event loop); ``expires``
    = the longest timeout in it, so a worker drops it if it comes too late;
 3. await the result; each caller waits only up to its own timeout (``GuardTimeout``), after one
-   last read of the stored result.
+   last read of the stored result. A task still unanswered after the broker's visibility timeout
+   is looked for and published again if a killed worker took it without recording it
+   (``guard.executor.redelivery``).
 
 The client's Celery app has no result backend of its own (Celery would otherwise open a second
 subscription per task that nobody reads): results are read only through the listener. Redis
@@ -38,6 +40,7 @@ from redis.exceptions import RedisError
 
 from guard.errors import GuardTimeout, ModelUnavailable
 from guard.executor.publish import RedisTaskPublisher
+from guard.executor.redelivery import RedeliveryWatch
 from guard.executor.results import ResultListener
 from guard.executor.wire import (
     CALLS,
@@ -95,6 +98,11 @@ class CeleryExecutor:
                  for reply in replies for answer in reply.values() for item in answer]
         return sorted(found, key=lambda s: (s.queue, s.worker))
 
+    @property
+    def republished(self) -> int:
+        """Tasks published again because a killed worker took them unrecorded (``redelivery``)."""
+        return sum(state.redelivery.republished for state in self._loops.values())
+
     def close(self) -> None:
         """Release everything; the connections of a running loop are closed on that loop."""
         if self._closed:
@@ -148,18 +156,18 @@ class CeleryExecutor:
         task_id = str(uuid.uuid4())
         waiter = await state.listener.expect(task_id)
         try:
+            sent = None
             if state.publisher is not None:
-                await state.publisher.publish(task, args, queue, task_id, timeout)
+                sent = await state.publisher.publish(task, args, queue, task_id, timeout)
             else:
                 await asyncio.get_running_loop().run_in_executor(
                     self._threads, self._publish, task, args, queue, task_id, timeout)
-            try:
-                return await asyncio.wait_for(waiter, max(deadline - time.monotonic(), 0.0))
-            except TimeoutError:
+            meta = await state.redelivery.answer(waiter, sent, deadline)
+            if meta is None:
                 meta = await state.listener.fetch(task_id)  # answered, but the message was missed
-                if meta is None:
-                    raise GuardTimeout(f"{task} did not answer within {timeout:g}s") from None
-                return meta
+            if meta is None:
+                raise GuardTimeout(f"{task} did not answer within {timeout:g}s")
+            return meta
         finally:
             state.listener.forget(task_id)
 
@@ -195,6 +203,8 @@ class _LoopState:
         self.listener = ResultListener(result_backend_url(executor.settings))
         self.publisher = RedisTaskPublisher(executor.app, broker_url(executor.settings)) \
             if executor.direct_publish else None
+        self.redelivery = RedeliveryWatch(self.publisher, self.listener.fetch,
+                                          executor.settings.broker_visibility_timeout_s)
         self.senders = {kind: _Coalescer(partial(executor._send, kind), executor.settings.max_batch_size)
                         for kind in KINDS}
 

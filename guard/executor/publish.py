@@ -8,17 +8,25 @@ messages from ``send_task``'s; ``tests/workers`` runs real workers on them.
 
 Why not ``send_task`` on a thread: kombu's publish costs ~0.5 ms of CPU per task and a thread hop
 under the GIL; this costs one round trip on an asyncio connection.
+
+Because this module writes the list entry itself, it knows the exact entry and its delivery tag, so
+it can also say where a published task is now (``locate``): still in the queue, reserved by a worker
+(kombu's ``unacked`` hash, keyed by delivery tag), or neither. ``guard.executor.redelivery`` uses
+that to find tasks a killed worker took with it.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from celery import Celery
+from kombu.transport.redis import Channel as RedisChannel
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -27,6 +35,25 @@ from guard.errors import ModelUnavailable
 
 #: kombu's Redis transport persists messages (``delivery_mode`` 2) and sends protocol 2 as JSON.
 DELIVERY_MODE_PERSISTENT = 2
+
+#: Where a published task is: in its queue, reserved (taken by a worker, not yet acknowledged),
+#: neither (answered, on its way to a worker, or lost), or not known (Redis could not be read).
+Whereabouts = Literal["queued", "reserved", "neither", "unknown"]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One published copy of a task, and how to recognise it in Redis."""
+
+    name: str
+    args: list[Any]
+    queue: str
+    task_id: str
+    #: The list entry exactly as pushed (a copy the broker re-queued carries a ``redelivered`` flag).
+    entry: str
+    delivery_tag: str
+    #: ``time.monotonic()`` after which workers drop the task (Celery's ``expires``).
+    expires_at: float
 
 
 class RedisTaskPublisher:
@@ -37,12 +64,15 @@ class RedisTaskPublisher:
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"not a Redis broker URL: {url}")
         self._app = app
+        options = app.conf.broker_transport_options or {}
+        self._unacked_key = str(options.get("unacked_key", RedisChannel.unacked_key))
         # One retry: a pooled connection left dead by a Redis restart is replaced at once.
         self._client = aioredis.Redis.from_url(url, socket_connect_timeout=connect_timeout,
                                                socket_timeout=socket_timeout, retry=Retry(NoBackoff(), 1),
                                                health_check_interval=0)
 
-    def message(self, name: str, args: list[Any], queue: str, task_id: str, expires_s: float) -> str:
+    def message(self, name: str, args: list[Any], queue: str, task_id: str, expires_s: float,
+                delivery_tag: str | None = None) -> str:
         """The Redis list entry for one task (what kombu would push)."""
         task = self._app.amqp.as_task_v2(task_id, name, args=args, expires=expires_s,
                                          argsrepr=f"<{name} call>", kwargsrepr="{}")
@@ -53,7 +83,7 @@ class RedisTaskPublisher:
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
             "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
+            "delivery_tag": delivery_tag or str(uuid.uuid4()),
         }
         return json.dumps({
             "body": base64.b64encode(body).decode(),
@@ -63,14 +93,44 @@ class RedisTaskPublisher:
             "properties": properties,
         })
 
-    async def publish(self, name: str, args: list[Any], queue: str, task_id: str, expires_s: float) -> None:
+    async def publish(self, name: str, args: list[Any], queue: str, task_id: str, expires_s: float) -> Sent:
+        tag = str(uuid.uuid4())
+        sent = Sent(name=name, args=args, queue=queue, task_id=task_id, delivery_tag=tag,
+                    entry=self.message(name, args, queue, task_id, expires_s, tag),
+                    expires_at=time.monotonic() + expires_s)
+        await self._push(sent)
+        return sent
+
+    async def republish(self, sent: Sent) -> Sent:
+        """Another copy of ``sent``: same task id (the first answer wins), same expiry, new tag."""
+        tag = str(uuid.uuid4())
+        expires_s = max(sent.expires_at - time.monotonic(), 0.001)
+        again = replace(sent, delivery_tag=tag,
+                        entry=self.message(sent.name, sent.args, sent.queue, sent.task_id, expires_s, tag))
+        await self._push(again)
+        return again
+
+    async def locate(self, sent: Sent) -> Whereabouts:
+        """Where ``sent`` is now, read in one transaction (a consistent snapshot of the broker)."""
         try:
-            await self._client.lpush(queue, self.message(name, args, queue, task_id, expires_s))
-        except (RedisError, OSError) as error:
-            raise ModelUnavailable(f"broker unreachable: {error}") from None
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.lpos(sent.queue, sent.entry)
+                pipe.hexists(self._unacked_key, sent.delivery_tag)
+                position, reserved = await pipe.execute()
+        except (RedisError, OSError):
+            return "unknown"
+        if position is not None:
+            return "queued"
+        return "reserved" if reserved else "neither"
 
     async def aclose(self) -> None:
         try:
             await self._client.aclose()
         except (RedisError, OSError):
             pass
+
+    async def _push(self, sent: Sent) -> None:
+        try:
+            await self._client.lpush(sent.queue, sent.entry)
+        except (RedisError, OSError) as error:
+            raise ModelUnavailable(f"broker unreachable: {error}") from None

@@ -12,15 +12,18 @@ import time
 from typing import Any
 
 import pytest
+import redis
 
 from guard.errors import GuardTimeout, ModelUnavailable
 from guard.executor.celery import CeleryExecutor
+from guard.executor.wire import QUEUES
 from guard.settings import GuardSettings
 from guard.types import LlamaGuardRequest, Message, PromptGuardRequest
 
 from tests.workers.conftest import TEST_VISIBILITY_S, WorkerProcess, start_worker, wait_loaded
 
 CHECK_TIMEOUT_S = 120.0
+QUEUE = QUEUES["llama_guard"]
 
 
 def request(i: int) -> LlamaGuardRequest:
@@ -31,21 +34,29 @@ def request(i: int) -> LlamaGuardRequest:
 def test_sigkill_mid_batch_every_check_still_completes(demo_models: Any, redis_server: Any, worker_logs: Any,
                                                         celery_settings: GuardSettings) -> None:
     """Many checks in flight, the worker is SIGKILLed after the first answers came back (so in the
-    middle of its batches), a replacement starts: every check is answered, none is lost."""
+    middle of its batches), a replacement starts: every check is answered, none is lost.
+
+    Just before the kill the worker freezes (SIGSTOP) with a BRPOP outstanding, and one more check
+    is sent: Redis pops it into the frozen process's socket, so at the kill it is recorded nowhere
+    in Redis (neither queued nor in kombu's unacked hash). That is the window a worker killed
+    between BRPOP and ``QoS.append`` leaves, made certain instead of rare; only the client's
+    redelivery watch brings such a task back."""
     first = start_worker("llama_guard", demo_models, redis_server.url, worker_logs, f"doomed-{os.getpid()}",
-                         visibility_s=TEST_VISIBILITY_S, env={"GUARD_MAX_BATCH_SIZE": "4"})
+                         concurrency=32, visibility_s=TEST_VISIBILITY_S, env={"GUARD_MAX_BATCH_SIZE": "4"})
     second: WorkerProcess | None = None
     try:
         wait_loaded(celery_settings, first)
 
-        async def scenario() -> tuple[list[Any], float]:
+        async def scenario() -> tuple[list[Any], float, int]:
             nonlocal second
             executor = CeleryExecutor(celery_settings.model_copy(update={"max_batch_size": 1}))
             try:
                 calls = [asyncio.ensure_future(executor.llama_guard([request(i)], CHECK_TIMEOUT_S)) for i in range(24)]
                 await _wait_for_some(calls, at_least=4)
-                answered_before_kill = sum(c.done() for c in calls)
-                assert answered_before_kill < len(calls), "the worker finished everything before the kill"
+                assert not all(c.done() for c in calls), "the worker finished everything before the kill"
+                calls += await _swallow_one(executor, first, redis_server.url, first_index=len(calls))
+                await asyncio.sleep(0.2)  # answers already on their way arrive; the frozen worker sends none
+                unanswered = sum(not c.done() for c in calls)
                 first.kill()
                 killed_at = time.monotonic()
                 second = start_worker("llama_guard", demo_models, redis_server.url, worker_logs,
@@ -53,15 +64,16 @@ def test_sigkill_mid_batch_every_check_still_completes(demo_models: Any, redis_s
                 results = await asyncio.gather(*calls, return_exceptions=True)
                 recovery_s = time.monotonic() - killed_at
                 served = [s.batching.items for s in await executor.status() if s.worker == second.node]
-                assert served and served[0] >= len(calls) - answered_before_kill, (served, answered_before_kill)
-                return results, recovery_s
+                assert served and served[0] >= unanswered, (served, unanswered)
+                return results, recovery_s, executor.republished
             finally:
                 await executor.aclose()
 
-        results, recovery_s = asyncio.run(scenario())
+        results, recovery_s, republished = asyncio.run(scenario())
         failures = [r for r in results if isinstance(r, BaseException)]
         assert not failures, failures[:3]
-        assert [r[0].categories for r in results] == [["S9"] if i % 3 == 0 else [] for i in range(24)]
+        assert [r[0].categories for r in results] == [["S9"] if i % 3 == 0 else [] for i in range(len(results))]
+        assert republished >= 1, "the swallowed check came back without being published again?"
         assert recovery_s < CHECK_TIMEOUT_S
     finally:
         first.kill()
@@ -74,6 +86,35 @@ async def _wait_for_some(calls: list[asyncio.Future[Any]], at_least: int, timeou
     while sum(c.done() for c in calls) < at_least:
         assert time.monotonic() < deadline, "no answers from the worker"
         await asyncio.sleep(0.01)
+
+
+async def _swallow_one(executor: CeleryExecutor, worker: WorkerProcess, broker_url: str, first_index: int,
+                       attempts: int = 5) -> list[asyncio.Future[Any]]:
+    """Freeze ``worker`` and send a check: an entry leaves the queue (into the frozen process's
+    socket) iff its BRPOP was outstanding. Between the BRPOP's 1 s timeouts there are moments with
+    none, so this tries a few times, letting the worker take the check normally in between.
+    Returns the checks sent; the worker is left frozen."""
+    broker = redis.Redis.from_url(broker_url)
+    sent: list[asyncio.Future[Any]] = []
+    try:
+        for _ in range(attempts):
+            worker.freeze()
+            queued, pushes = broker.llen(QUEUE), _lpush_calls(broker)  # frozen: only this client moves them
+            sent.append(asyncio.ensure_future(
+                executor.llama_guard([request(first_index + len(sent))], CHECK_TIMEOUT_S)))
+            while (pushed := _lpush_calls(broker) - pushes) == 0:
+                await asyncio.sleep(0.005)
+            if broker.llen(QUEUE) < queued + pushed:
+                return sent
+            worker.thaw()
+            await asyncio.sleep(0.3)
+        raise AssertionError(f"the frozen worker had no BRPOP waiting in {attempts} attempts")
+    finally:
+        broker.close()
+
+
+def _lpush_calls(broker: redis.Redis) -> int:
+    return int(broker.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
 
 
 def test_redis_down_fails_fast_with_a_typed_error_and_the_client_recovers(
