@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Protocol, TextIO, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Connection, and_, bindparam, exists, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, and_, bindparam, exists, func, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from guard import metrics
@@ -444,15 +443,8 @@ def _chain_and_insert(conn: Connection, records: list[AuditRecord]) -> list[Audi
     if not records:
         return []
     tenants = sorted({r.tenant for r in records})
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    conn.execute(
-        insert(schema.heads)
-        .values([{"tenant": t, "seq": 0, "record_id": "", "hash": ""} for t in tenants])
-        .on_conflict_do_nothing(index_elements=["tenant"])
-    )
-    heads = conn.execute(
-        select(schema.heads).where(schema.heads.c.tenant.in_(tenants)).with_for_update()
-    ).all()
+    conn.execute(_NEW_HEAD, [{"tenant": t} for t in tenants])
+    heads = conn.execute(_HEADS, {"tenants": tenants}).all()
     state = {h.tenant: (h.seq, h.hash or None, h.record_id) for h in heads}
     chained, rows, categories = [], [], []
     for record in records:
@@ -465,15 +457,28 @@ def _chain_and_insert(conn: Connection, records: list[AuditRecord]) -> list[Audi
     conn.execute(schema.records.insert(), rows)
     if categories:
         conn.execute(schema.record_categories.insert(), categories)
-    conn.execute(
-        schema.heads.update()
-        .where(schema.heads.c.tenant == bindparam("t"))
-        .values(seq=bindparam("s"), hash=bindparam("h"), record_id=bindparam("r")),
-        [{"t": t, "s": s, "h": h, "r": r} for t, (s, h, r) in state.items()],
-    )
+    conn.execute(_SET_HEAD, [{"t": t, "s": s, "h": h, "r": r} for t, (s, h, r) in state.items()])
     return chained
 
 
+# The statements of every commit, built once (building one costs about as much as running it).
+# A tenant's head row is made on its first record in plain SQL (SQLite and PostgreSQL share it): the
+# dialects' ``insert().on_conflict_do_nothing()`` has no cache key, so SQLAlchemy compiled it anew
+# on every commit.
+_NEW_HEAD = text(
+    f"INSERT INTO {schema.heads.name} (tenant, seq, record_id, hash) VALUES (:tenant, 0, '', '') "
+    "ON CONFLICT (tenant) DO NOTHING"
+)
+_HEADS = (
+    select(schema.heads)
+    .where(schema.heads.c.tenant.in_(bindparam("tenants", expanding=True)))
+    .with_for_update()
+)
+_SET_HEAD = (
+    schema.heads.update()
+    .where(schema.heads.c.tenant == bindparam("t"))
+    .values(seq=bindparam("s"), hash=bindparam("h"), record_id=bindparam("r"))
+)
 _BODY = select(schema.records.c.body, schema.records.c.hash)
 
 
