@@ -57,9 +57,9 @@ def test_exposition_parses_and_names_every_guard_metric():
     assert buckets == [] or (buckets[0] == "0.001" and "10.0" in buckets)
 
 
-def test_counters_move_with_audit_traffic(tmp_path):
+def test_counters_move_with_audit_traffic(store_url):
     before = metrics.render_latest()[0].decode()
-    store = SqlAuditStore(f"sqlite:///{tmp_path / 'a.sqlite3'}")
+    store = SqlAuditStore(store_url)
     store.append([record(), record()])
     store.close()
     metrics.GUARD_SECONDS.labels("llama_guard").observe(0.02)
