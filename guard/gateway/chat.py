@@ -20,6 +20,7 @@ from guard.gateway.errors import ContentBlocked, error_payload
 from guard.gateway.limits import check_messages
 from guard.gateway.pipeline import Checked, Guardrail, observe_decision
 from guard.gateway.protocol import ChatChoice, ChatCompletion, ChatCompletionRequest, ChatMessageOut
+from guard.gateway.sse_client import ReadHint
 from guard.gateway.streaming import GuardedStream, StreamSettings
 from guard.gateway.upstream import UpstreamClient, UpstreamPool
 from guard.messages import parse_messages
@@ -147,7 +148,8 @@ class ChatService:
     # ------------------------------------------------------------------ streaming
 
     async def _stream(self, call: _Call) -> ChatReply:
-        start = _open_stream(call.client, call.body) if call.policy.upstream_parallel else None
+        hint = ReadHint()  # the guarded stream tells the upstream reader when it needs waking
+        start = _open_stream(call.client, call.body, hint) if call.policy.upstream_parallel else None
         checked, early = await self._input(call, start)
         headers = self._headers(call)
         if checked.action is Action.BLOCK:
@@ -156,23 +158,27 @@ class ChatService:
                     checked.decision.user_message or call.policy.refusal, decision=checked.decision
                 )
             text = checked.decision.user_message or call.policy.refusal
-            return ChatReply(headers=headers, stream=_sse(_refusal_chunks(call.body, text)))
+            return ChatReply(headers=headers, stream=_sse(_refusal_chunks(call.body, text), finished=_yes))
         # The input record is awaited before the first byte of content, not before the stream
         # opens: its write overlaps the upstream's first tokens.
-        chunks = await _recorded_first(
-            early if early is not None else _open_stream(call.client, call.body), checked
+        groups = await _recorded_first(
+            early if early is not None else _open_stream(call.client, call.body, hint), checked
         )
         if not call.policy.guards.llama_guard.applies("output"):
-            return ChatReply(headers=headers, stream=_sse(chunks, before=checked.audited))
+            return ChatReply(headers=headers, stream=_sse(groups, before=checked.audited))
         guarded = GuardedStream(
             stream_settings(call.policy),
             self._window_check(call),
             refusal=call.policy.refusal,
             redaction=REDACTED,
+            hint=hint,
         )
         on_end = lambda: _observe_stream(call, guarded)  # noqa: E731
         return ChatReply(
-            headers=headers, stream=_sse(guarded.batches(chunks), on_end, before=checked.audited)
+            headers=headers,
+            stream=_sse(
+                guarded.batches(groups), on_end, before=checked.audited, finished=lambda: guarded.finished
+            ),
         )
 
     def _window_check(self, call: _Call):  # noqa: ANN202 - a WindowCheck
@@ -287,11 +293,11 @@ async def _discard(task: asyncio.Future[Any] | None) -> None:
             await result.aclose()
 
 
-async def _open_stream(client: UpstreamClient, body: dict[str, Any]) -> _UpstreamStream:
-    """Open the upstream stream and read its first chunk, so that a failing upstream is an HTTP
+async def _open_stream(client: UpstreamClient, body: dict[str, Any], hint: ReadHint) -> _UpstreamStream:
+    """Open the upstream stream and read its first chunks, so that a failing upstream is an HTTP
     error (502/504/4xx) rather than a broken stream."""
     started = time.perf_counter()
-    source = client.stream_chat(body)
+    source = client.stream_chat(body, hint)
     try:
         first = await anext(source, None)
     except BaseException:
@@ -302,10 +308,11 @@ async def _open_stream(client: UpstreamClient, body: dict[str, Any]) -> _Upstrea
 
 
 class _UpstreamStream:
-    """The upstream's chunks, first one prefetched; ``aclose`` closes the connection even when
-    iteration never started (a stream opened early for an input that was then blocked)."""
+    """The upstream's chunks in groups (as they arrived), the first group prefetched; ``aclose``
+    closes the connection even when iteration never started (a stream opened early for an input
+    that was then blocked)."""
 
-    def __init__(self, source: AsyncIterator[Chunk], first: Chunk | None, started: float) -> None:
+    def __init__(self, source: AsyncIterator[list[Chunk]], first: list[Chunk] | None, started: float) -> None:
         self._source = source
         self._first = first
         self._started = started
@@ -315,10 +322,10 @@ class _UpstreamStream:
     def __aiter__(self) -> _UpstreamStream:
         return self
 
-    async def __anext__(self) -> Chunk:
+    async def __anext__(self) -> list[Chunk]:
         if self._first is not None:
-            chunk, self._first = self._first, None
-            return chunk
+            group, self._first = self._first, None
+            return group
         if self._ended:
             raise StopAsyncIteration
         try:
@@ -336,26 +343,38 @@ class _UpstreamStream:
         metrics.UPSTREAM_SECONDS.labels(outcome).observe(time.perf_counter() - self._started)
 
 
-def _refusal_chunks(body: dict[str, Any], text: str) -> AsyncIterator[Chunk]:
+def _refusal_chunks(body: dict[str, Any], text: str) -> AsyncIterator[list[Chunk]]:
     completion = ChatCompletion(model=str(body.get("model", "")), choices=[])
 
-    async def chunks() -> AsyncIterator[Chunk]:
+    async def chunks() -> AsyncIterator[list[Chunk]]:
         base = {
             "id": completion.id,
             "object": "chat.completion.chunk",
             "created": completion.created,
             "model": completion.model,
         }
-        yield {
-            **base,
-            "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}],
-        }
-        yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]}
+        yield [
+            {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}
+                ],
+            },
+            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]},
+        ]
 
     return chunks()
 
 
+_DONE = b"data: [DONE]\n\n"
+
+
+def _yes() -> bool:
+    return True
+
+
 def _encode(chunk: Chunk) -> bytes:
+    """One SSE event; an upstream chunk that passes unchanged goes out as the bytes it came as."""
     raw = getattr(chunk, "raw", None)
     return (
         b"data: " + (raw if raw is not None else json.dumps(chunk, separators=(",", ":")).encode()) + b"\n\n"
@@ -363,27 +382,32 @@ def _encode(chunk: Chunk) -> bytes:
 
 
 async def _sse(
-    chunks: AsyncIterator[Chunk] | AsyncIterator[list[Chunk]],
+    groups: AsyncIterator[list[Chunk]],
     on_end: Callable[[], None] | None = None,
     before: Callable[[], Awaitable[None]] | None = None,
+    finished: Callable[[], bool] | None = None,
 ) -> AsyncIterator[bytes]:
-    """Server-sent events (a group of chunks released together is written at once); ``before``
-    is awaited before the first content goes out. A failure mid-stream ends the stream with an
+    """Server-sent events, one write per group of chunks released together; ``before`` is awaited
+    before the first content goes out; when ``finished()`` says a group is the last one, the end
+    marker goes out with it (one write fewer). A failure mid-stream ends the stream with an
     OpenAI-shaped error event."""
+    done_sent = False
     try:
-        async with contextlib.aclosing(chunks):  # type: ignore[type-var]
-            async for item in chunks:
+        async with contextlib.aclosing(groups):  # type: ignore[type-var]
+            async for group in groups:
                 if before is not None:
                     await before()
                     before = None
-                if isinstance(item, list):
-                    if item:
-                        yield b"".join(_encode(c) for c in item)
-                else:
-                    yield _encode(item)
+                data = b"".join([_encode(c) for c in group])
+                if finished is not None and finished():
+                    done_sent = True
+                    yield data + _DONE
+                elif data:
+                    yield data
             if before is not None:
                 await before()
-        yield b"data: [DONE]\n\n"
+        if not done_sent:
+            yield _DONE
     except GuardError as error:
         payload = error_payload(error.http_status, error.message, code=error.kind, param=error.param)
         yield b"data: " + json.dumps(payload).encode() + b"\n\n"

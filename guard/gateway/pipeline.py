@@ -82,14 +82,14 @@ class Guardrail:
             window_index=window_index,
             latency_ms={"check": check_ms},
         )
-        write = asyncio.ensure_future(self.audit.append_async([record]))
-        if not defer_audit:
-            await write
+        write = None
+        if defer_audit:
+            write = asyncio.ensure_future(self.audit.append_async([record]))
+        else:
+            await self.audit.append_async([record])  # no task of its own: one loop hop fewer
         if observe:
             observe_decision(ctx, direction, decision)
-        return Checked(
-            decision=decision, results=results, check_ms=check_ms, audit_write=write if defer_audit else None
-        )
+        return Checked(decision=decision, results=results, check_ms=check_ms, audit_write=write)
 
 
 def observe_decision(ctx: RequestContext, direction: str, decision: Decision) -> None:

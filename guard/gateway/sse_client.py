@@ -6,11 +6,18 @@ and several layers per read). Relaying 64 streams of tokens, that difference is 
 gateway's CPU. This client is an ``asyncio.Protocol`` feeding ``httptools`` (the C parser uvicorn
 uses: status line, headers, chunked transfer decoding), with keep-alive connection reuse, TLS,
 connect and read timeouts. Everything else (non-streaming calls, model listing) stays on httpx.
+
+Per token the work is kept small: the read timeout is one timer per connection, moved forward
+lazily (not a timer made and cancelled per read); ``groups`` hands over every event that arrived
+together as one list; and a reader that has nothing to do before N more events (a ``hold_back``
+window that is not full yet) says so through a ``ReadHint``: the connection then buffers the bytes
+and wakes the reader only once N events may have arrived, or at the end, instead of once per token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
@@ -30,6 +37,20 @@ class Response:
     body: bytes = b""
 
 
+class ReadHint:
+    """How many more events the reader can take before it has anything to do; 1 = wake it for
+    every event. Set by the consumer between groups; read by ``SSEClient.groups`` before each wait.
+
+    Waking early is harmless (the reader looks and sets a new hint), waking late is not: so the
+    connection counts newlines, never fewer than the complete events received (an event is a
+    ``data:`` line ending in a newline), and wakes the reader once ``events`` newlines arrived."""
+
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        self.events = 1
+
+
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection; the parser is renewed for each response."""
 
@@ -37,6 +58,10 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._error: BaseException | None = None
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timeout_s = 0.0
+        self._active_at = 0.0  # when the current wait began or data last came
         self._reset()
 
     def _reset(self) -> None:
@@ -47,6 +72,8 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self.received_any = False
         self._pieces: deque[bytes] = deque()
+        self._newlines = 0  # in the body held in _pieces
+        self._want = 0  # wake the waiting reader once _newlines reaches this
         self._waiter: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ asyncio.Protocol
@@ -57,12 +84,14 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
+        self._active_at = self._loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._error = UpstreamError(f"the upstream sent malformed HTTP: {exc}")
             self.close()
-        self._wake()
+        if self._newlines >= self._want or self.complete or self.closed:
+            self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -76,6 +105,7 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._pieces.append(body)
+        self._newlines += body.count(b"\n")
 
     def on_message_complete(self) -> None:
         self.keep_alive = self.parser.should_keep_alive()  # only meaningful inside this callback
@@ -87,38 +117,52 @@ class _Connection(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def _wait(self, timeout_s: float) -> None:
+    async def _wait(self, timeout_s: float, want: int = 0) -> None:
+        """Until ``want`` newlines of body (any data when 0), the end or a failure arrived;
+        ``UpstreamTimeout`` after ``timeout_s`` without any data."""
         if self._error is not None:
             raise self._error
         if self.closed:
             raise UpstreamError("the upstream closed the connection mid-response")
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        # A bare timer per wait: cheaper than asyncio.timeout(), and this runs once per token.
-        timer = loop.call_later(timeout_s, self._expire, waiter)
+        self._want = want
+        self._timeout_s = timeout_s
+        self._active_at = self._loop.time()
+        waiter = self._waiter = self._loop.create_future()
+        if self._timer is None:  # one timer per connection, re-armed by _check_deadline
+            self._timer = self._loop.call_at(self._active_at + timeout_s, self._check_deadline)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
 
-    def _expire(self, waiter: asyncio.Future[None]) -> None:
-        if not waiter.done():
-            waiter.set_exception(UpstreamTimeout("the upstream did not answer in time"))
-            self.close()
+    def _check_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # not waiting: the next wait starts a timer again
+        deadline = self._active_at + self._timeout_s
+        if self._loop.time() < deadline:  # data came, or the wait began, after this timer was set
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
+            return
+        waiter.set_exception(UpstreamTimeout("the upstream did not answer in time"))
+        self.close()
 
     async def headers(self, timeout_s: float) -> int:
         while not self.headers_done:
             await self._wait(timeout_s)
         return self.status
 
-    async def body(self, timeout_s: float) -> bytes | None:
-        """The next piece of the body; None at its end."""
-        while not self._pieces:
-            if self.complete:
-                return None
-            await self._wait(timeout_s)
-        return self._pieces.popleft()
+    async def body(self, timeout_s: float, lines: int = 1) -> bytes | None:
+        """The body received since the last call, once it holds ``lines`` newlines (or the
+        response ended); None at its end."""
+        while self._newlines < lines and not self.complete:
+            await self._wait(timeout_s, lines)
+        if not self._pieces:
+            return None
+        data = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
+        self._pieces.clear()
+        self._newlines = 0
+        return data
 
     def send(self, request: bytes) -> None:
         self._reset()
@@ -131,6 +175,9 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             self.transport.close()
 
@@ -158,18 +205,28 @@ class SSEClient:
     async def stream(self, path: str, body: bytes) -> AsyncIterator[bytes]:
         """The payload of each ``data:`` line (``[DONE]`` included) of a 2xx answer; a non-2xx
         answer raises ``StatusError`` with its body."""
+        async with contextlib.aclosing(self.groups(path, body)) as groups:
+            async for group in groups:
+                for payload in group:
+                    yield payload
+
+    async def groups(
+        self, path: str, body: bytes, hint: ReadHint | None = None
+    ) -> AsyncIterator[list[bytes]]:
+        """``stream``, as lists of the payloads that arrived together (never an empty list);
+        with a ``hint``, only once ``hint.events`` more may have arrived (or at the end)."""
         conn, status = await self._start(path, body)
         done = False
         try:
             if not 200 <= status < 300:
                 raise StatusError(Response(status, await self._read_all(conn)))
             buffer = b""
-            while (piece := await conn.body(self._timeout_s)) is not None:
+            while (piece := await conn.body(self._timeout_s, hint.events if hint else 1)) is not None:
                 buffer += piece
                 *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.startswith(b"data:"):
-                        yield line[5:].strip()
+                group = [line[5:].strip() for line in lines if line.startswith(b"data:")]
+                if group:
+                    yield group
             done = True
         finally:
             self._release(conn, done)

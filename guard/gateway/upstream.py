@@ -19,7 +19,7 @@ import httpx
 from guard.errors import BadInput, UpstreamError, UpstreamTimeout
 from guard.gateway.config import UpstreamRoute, api_key_from_env
 from guard.gateway.errors import UpstreamRejected
-from guard.gateway.sse_client import SSEClient, StatusError
+from guard.gateway.sse_client import ReadHint, SSEClient, StatusError
 
 # httpcore's pool scans all of its connections (some of them twice over) whenever a request comes
 # or goes, so one pool with 64+ open streams spends more CPU managing itself than relaying tokens.
@@ -77,8 +77,11 @@ class UpstreamClient:
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """A non-streaming chat completion: the upstream's JSON object."""
         try:
-            response = await self._client.post("/chat/completions", content=_payload(body, stream=False),
-                                               headers={"content-type": "application/json"})
+            response = await self._client.post(
+                "/chat/completions",
+                content=_payload(body, stream=False),
+                headers={"content-type": "application/json"},
+            )
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.base_url) from None
         await _raise_for_status(response)
@@ -90,21 +93,28 @@ class UpstreamClient:
             raise UpstreamError("the upstream answer is not a chat completion object")
         return data
 
-    async def stream_chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Chunks of a streaming completion, parsed; ends at ``[DONE]`` (or when the stream closes).
+    async def stream_chat(
+        self, body: dict[str, Any], hint: ReadHint | None = None
+    ) -> AsyncIterator[list[RawChunk]]:
+        """Chunks of a streaming completion, parsed, in lists of those that arrived together (never
+        empty); ends at ``[DONE]`` (or when the stream closes). ``hint``: see ``ReadHint``.
 
         Read with the lean ``SSEClient`` (this runs once per token); the body is read to its end
         after ``[DONE]``, so the connection can carry the next request."""
         payload = _payload(body, stream=True)
         done = False
         try:
-            async for data in self._sse.stream("/chat/completions", payload):
+            async for group in self._sse.groups("/chat/completions", payload, hint):
                 if done:
                     continue
-                if data == b"[DONE]":
-                    done = True
-                    continue
-                yield _event(data)
+                chunks = []
+                for data in group:
+                    if data == b"[DONE]":
+                        done = True
+                        break
+                    chunks.append(_event(data))
+                if chunks:
+                    yield chunks
         except StatusError as exc:
             raise status_error(exc.response.status, exc.response.body) from None
 
@@ -149,10 +159,16 @@ class UpstreamPool:
         self._clients.clear()
 
 
+_decode = json.JSONDecoder().raw_decode  # json.loads minus its per-call encoding sniffing
+
+
 def _event(payload: bytes) -> RawChunk:
     try:
-        event = json.loads(payload)
-    except ValueError:
+        text = payload.decode()
+        event, end = _decode(text)
+        if end != len(text):
+            raise ValueError("extra data after the JSON value")
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError included
         raise UpstreamError("the upstream sent a stream event that is not JSON") from None
     if not isinstance(event, dict):
         raise UpstreamError("the upstream sent a stream event that is not a JSON object")

@@ -9,7 +9,7 @@ import pytest
 
 from guard.errors import UpstreamError, UpstreamTimeout
 from guard.gateway.server import bind_socket
-from guard.gateway.sse_client import SSEClient, StatusError
+from guard.gateway.sse_client import ReadHint, SSEClient, StatusError
 
 
 def body(text: str) -> bytes:
@@ -78,3 +78,38 @@ def test_a_stream_left_early_closes_its_connection(scripted_upstream):
         return idle
 
     assert asyncio.run(run()) == 0
+
+
+def test_a_read_hint_wakes_the_reader_once_enough_events_may_have_come(scripted_upstream):
+    text = "[[words:20]] [[delay_ms:5]]"
+
+    async def run() -> tuple[list[list[bytes]], list[list[bytes]]]:
+        client = SSEClient(f"{scripted_upstream.url}/v1", headers={}, timeout_s=10)
+        hint = ReadHint()
+        hint.events = 1000  # nothing to do before the end
+        lazy = [g async for g in client.groups("/chat/completions", body(text), hint)]
+        eager = [g async for g in client.groups("/chat/completions", body(text))]
+        client.close()
+        return lazy, eager
+
+    lazy, eager = asyncio.run(run())
+    assert [len(g) for g in lazy] == [1 + 20 + 1 + 1]  # one wake-up for the whole stream
+    assert len(eager) > 1 and sum(len(g) for g in eager) == 23
+
+
+def test_the_read_timeout_counts_from_the_last_data_not_from_the_start_of_a_long_wait(scripted_upstream):
+    async def run() -> int:
+        client = SSEClient(f"{scripted_upstream.url}/v1", headers={}, timeout_s=0.5)
+        hint = ReadHint()
+        hint.events = 1000
+        # 20 chunks 50 ms apart: one wait of a second, never half a second without data
+        groups = [
+            g async for g in client.groups("/chat/completions", body("[[words:20]] [[delay_ms:50]]"), hint)
+        ]
+        with pytest.raises(UpstreamTimeout):  # but a silence longer than the timeout still ends it
+            async for _ in client.groups("/chat/completions", body("[[words:2]] [[delay_ms:800]]"), hint):
+                pass
+        client.close()
+        return sum(len(g) for g in groups)
+
+    assert asyncio.run(run()) == 23

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from guard.gateway.sse_client import ReadHint
 from guard.gateway.streaming import GuardedStream, StreamSettings
 from guard.types import Action, Decision, PolicyRef
 
@@ -179,3 +180,31 @@ def test_the_blocking_rules_own_message_replaces_the_policy_refusal():
         upstream([" zorblax"]),
     )
     assert texts(out) == ["Please reach out to someone you trust."]
+
+
+def test_hold_back_tells_the_reader_how_many_chunks_it_can_take_before_a_window_is_full():
+    hint = ReadHint()
+    asked: list[int] = []
+
+    async def groups() -> AsyncIterator[list[dict]]:
+        for group in (
+            [chunk("")],
+            [chunk(" a")],
+            [chunk(" b"), chunk(" c")],
+            [chunk(" d"), chunk(" e")],
+            [chunk(None, "stop")],
+        ):
+            asked.append(hint.events)
+            yield group
+
+    stream = GuardedStream(
+        StreamSettings("hold_back", 4, 1), Checker(), refusal="no", redaction="[x]", hint=hint
+    )
+
+    async def collect() -> list[list[dict]]:
+        return [b async for b in stream.batches(groups())]
+
+    batches = asyncio.run(collect())
+    assert asked == [1, 4, 3, 1, 3]  # never more than the chunks still missing from the window
+    assert hint.events > 1000  # after the finishing chunk: nothing to do before the end
+    assert [texts(b) for b in batches] == [["", " a", " b", " c", " d"], [" e", ""]]
