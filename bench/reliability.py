@@ -288,6 +288,12 @@ FINDINGS = """## Found and fixed while building this
   tenant's upstreams by route name; `/metrics` needs an admin key (its tenant's samples only) or is
   scraped on a listener of its own (`GUARD_METRICS_PORT`). Guard headers never carry scores (tested
   for every answer kind, app and admin keys).
+* **An error answer left before its input audit record was committed**: an upstream 5xx/timeout on a
+  chat request cancelled the wait on the input record, so the 502/504 could reach the client a few
+  ms before the record was durable (a gateway killed in between lost it). Fixed in 73ea43b: the
+  error is raised only once the record is committed, like any answer (tests/faults/test_audit_first.py
+  with a store slowed by 0.5 s per write; the fault tests read the record right after the answer,
+  without a retry).
 
 ## Known gaps (proposed fixes, not made: they change product behaviour)
 
@@ -322,9 +328,6 @@ FINDINGS = """## Found and fixed while building this
 * **Stream windows**: a payload spread over more pieces than `overlap_tokens` + 1 across a window
   boundary is never judged whole. Proposed: overlap counted in characters (at least the longest
   hazard phrase, e.g. 200) and one last whole-answer check for `hold_back` before `[DONE]`.
-* An error answer to a chat request (upstream 5xx/timeout) cancels the wait on its input audit
-  record, so the error can reach the client before the record is committed (it is committed a few
-  ms later; no record is lost, the writer's futures are not cancellable).
 * **Load on 2 shared cores**: the demo guards saturate the CPU well before 200 clients, so latency is
   queueing (p50 of seconds) and the figures are capacity, not overhead (`bench/gateway.py` measures
   the gateway's own cost). Worker RSS still grows between the first and last 20 s of a 60 s run
