@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(conversations)} conversations from ../shared/data: prompt tokens mean {statistics.mean(lengths):.0f}, "
           f"min {min(lengths)}, max {max(lengths)}; cached header {header} tokens; batch size {args.batch_size}; "
           f"{rounds} rounds")
+    print(work_bound(lengths, header, len(runner.tokens.unsafe_line) + 2, len(conversations)))
     print(f"load average before the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'answer':<8} {'naive req/s':>12} {'runner req/s':>13} {'ratio':>7}  verdicts")
 
@@ -304,6 +305,21 @@ def main(argv: list[str] | None = None) -> int:
              "")
     print(f"load average after the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 1 if failed else 0
+
+
+def work_bound(lengths: list[int], header: int, suffix: int, n: int) -> str:
+    """Where the ratio's ceiling comes from: the token positions each side runs through the model.
+    The naive side runs the whole prompt, the runner the part after the cached header plus the
+    lead-in and the category suffix (``suffix`` positions), and the header once per round. Both run
+    the same layers over each position, so on a CPU (compute-bound prefill) the ratio of positions
+    bounds the speed-up, except for the naive side's decode steps (one full read of the weights
+    per generated token after the first; the runner decodes only unsafe answers, one step per
+    batch for ``unsafe\\nS1``)."""
+    naive = sum(lengths) / n
+    runner = sum(length - header + suffix for length in lengths) / n + header / n
+    return (f"work per request: naive {naive:.0f} prompt positions + 2 (safe) or 5 (unsafe) decode steps; "
+            f"runner {runner:.0f} positions (prompt after the {header}-token header, lead-in and suffix, "
+            f"header once per round); prefill-only bound on the ratio {naive / runner:.2f}x")
 
 
 def _row(label: str, count: int, naive_s: float, runner_s: float, status: str) -> None:

@@ -17,7 +17,8 @@ Texts: read at run time from ``../shared/data`` (relative to the repository): th
 long one (>= 2,000 characters: GPTFuzz jailbreak templates, JailbreakBench attack prompts,
 OpenAI-moderation samples, HarmBench contextual behaviours), picked at an even stride.
 
-What runs, on the short and the long texts separately and together, after a warm-up (requests per
+What runs, on the short and the long texts separately and together, after a warm-up, ``--rounds``
+times with the order of the contenders rotated between groups and rounds (requests per
 second of wall time, and per CPU-second of this process: on a box whose cores are shared with other
 work, wall time mostly measures the neighbours, so the ratios use CPU time; ``--threads 1`` keeps
 torch from spinning on a busy core):
@@ -25,9 +26,11 @@ torch from spinning on a busy core):
   pipeline's default batch size 1 -- what a pipeline user gets. It scores only the first 512 tokens
   of a long text; the tail goes unscanned.
 * ``pipeline (chunked)``: the same pipeline over the reference helper's chunks of every text, max
-  per text: the same coverage as the runner, so the same work.
+  per text, with the chunks starting where the runner's segments start (the reference's own start
+  every 512 units; the runner's overlap when it has one): the same coverage as the runner, so the
+  same work -- the like-for-like comparison.
 * ``runner``: ``PromptGuardRunner.scan`` on all texts at once (segments pooled, length-sorted
-  batches with little padding, the lean relative-position bias of ``attention``), loaded through
+  batches with little padding, the lean DeBERTa self-attention of ``attention``), loaded through
   ``load_prompt_guard``; with
   ``--one-by-one`` also one request per ``scan`` (the latency path: only a long text's own segments
   share a batch).
@@ -53,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -204,16 +208,26 @@ def _label_score(row: list[dict], family: int) -> float:
     return probs["MALICIOUS"] if family == 2 else probs["JAILBREAK"]
 
 
-def reference_chunks(texts: list[str], tokenizer, family: int) -> list[list[str]]:
-    """What the reference helper feeds the model, per text (PG1 chunks already preprocessed)."""
+def segment_starts_of(runner: PromptGuardRunner, texts: list[str], family: int) -> list[list[int]]:
+    """Where each of the runner's segments of each text starts (PG1: characters, PG2: tokens of the
+    whole text), so that the chunked pipeline scores exactly the runner's segments, whatever their
+    overlap. Planned before the clock starts: it is not the baseline's work."""
+    step = (MAX_CHARS if family == 1 else MAX_TOKENS) - int(getattr(runner, "overlap", 0) or 0)
+    starts: list[list[int]] = [[] for _ in texts]
+    for segment in runner.segment(texts):
+        starts[segment.request].append(segment.index * step)
+    return starts
+
+
+def reference_chunks(texts: list[str], tokenizer, family: int, starts: list[list[int]]) -> list[list[str]]:
+    """What the reference helper feeds the model, per text (PG1 chunks already preprocessed), with
+    chunks starting at ``starts`` (the reference's own are every 512 units)."""
     if family == 1:
-        return [[preprocess_pg1(t[i:i + MAX_CHARS], tokenizer) for i in range(0, len(t), MAX_CHARS)]
-                for t in texts]
+        return [[preprocess_pg1(t[i:i + MAX_CHARS], tokenizer) for i in at] for t, at in zip(texts, starts)]
     out = []
-    for text in texts:
+    for text, at in zip(texts, starts):
         ids = tokenizer(text, truncation=False, verbose=False)["input_ids"]
-        out.append(tokenizer.batch_decode([ids[i:i + MAX_TOKENS] for i in range(0, len(ids), MAX_TOKENS)],
-                                          skip_special_tokens=True))
+        out.append(tokenizer.batch_decode([ids[i:i + MAX_TOKENS] for i in at], skip_special_tokens=True))
     return out
 
 
@@ -223,9 +237,9 @@ def run_pipeline_truncating(pipe, texts: list[str], family: int, batch_size: int
     return Run(clock.wall, clock.cpu, [_label_score(r, family) for r in rows])
 
 
-def run_pipeline_chunked(pipe, texts: list[str], family: int, batch_size: int) -> Run:
+def run_pipeline_chunked(pipe, texts: list[str], family: int, batch_size: int, starts: list[list[int]]) -> Run:
     with _Clock() as clock:
-        chunks = reference_chunks(texts, pipe.tokenizer, family)
+        chunks = reference_chunks(texts, pipe.tokenizer, family, starts)
         flat = [c for per_text in chunks for c in per_text]
         rows = iter(pipe(flat, truncation=True, max_length=MAX_TOKENS, top_k=None, batch_size=batch_size))
         scores = [max((_label_score(next(rows), family) for _ in per_text), default=0.0)
@@ -293,6 +307,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="pipeline batch size (its default is 1)")
     parser.add_argument("--no-chunked", action="store_true", help="skip the chunked-pipeline baseline")
     parser.add_argument("--one-by-one", action="store_true", help="also time the runner one request per scan")
+    parser.add_argument("--rounds", type=int, default=2, help="repeat every contender, rotating the order")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both sides (default: torch's; 1 is steadier on a shared box)")
     return parser.parse_args(argv)
@@ -323,17 +338,47 @@ def main(argv: list[str] | None = None) -> int:
     run_runner(runner, warmup)
     groups = {"short": [t for t in texts if len(t) < LONG_CHARS],
               "long": [t for t in texts if len(t) >= LONG_CHARS]}
-    runs = {label: {name: run(ts) for name, ts in groups.items()}
-            for label, run in _contenders(args, runner, pipe).items()}
+    print(f"  load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    runs, per_round = timed_rounds(_contenders(args, runner, pipe), groups, args.rounds)
     for by_group in runs.values():
         by_group["all"] = by_group["short"] + by_group["long"]
     _table({**groups, "all": groups["short"] + groups["long"]}, runs)
-    print("  (ratios use CPU time; the truncating pipeline scores only the first 512 tokens of a long text)")
+    print(f"  (mean of {args.rounds} rounds; ratios use CPU time; the truncating pipeline scores only the first "
+          f"512 tokens of a long text, so on long texts it does less work than the runner: compare with the "
+          f"chunked pipeline for like for like)")
+    for label in per_round[0]:
+        print(f"  per round, {label} / runner (CPU time, all texts): "
+              + ", ".join(f"{ratios[label]:.2f}x" for ratios in per_round))
+    print(f"  load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return _check(runner, groups["short"] + groups["long"], runs["runner"]["all"],
                   runs["pipeline, truncating (default)"]["all"], runs.get(CHUNKED, {}).get("all"))
 
 
 CHUNKED = "pipeline, same chunks as runner"
+
+
+def timed_rounds(contenders: dict, groups: dict[str, list[str]], rounds: int
+                 ) -> tuple[dict[str, dict[str, Run]], list[dict[str, float]]]:
+    """Every contender on every group of texts, ``rounds`` times, the order of the contenders
+    rotated from group to group and from round to round (the cores are shared: a change of load
+    then hits every contender alike). Returns the mean run per contender and group (scores of the
+    first round) and, per round, each baseline's CPU time over the runner's on all texts."""
+    labels = list(contenders)
+    totals: dict[str, dict[str, Run]] = {label: {} for label in labels}
+    per_round = []
+    for round_ in range(rounds):
+        spent = dict.fromkeys(labels, 0.0)
+        for g, (name, texts) in enumerate(groups.items()):
+            shift = (round_ + g) % len(labels)
+            for label in labels[shift:] + labels[:shift]:
+                run = contenders[label](texts)
+                spent[label] += run.cpu
+                old = totals[label].get(name)
+                totals[label][name] = run if old is None else Run(old.wall + run.wall, old.cpu + run.cpu, old.scores)
+        per_round.append({label: spent[label] / spent["runner"] for label in labels if label != "runner"})
+    means = {label: {name: Run(r.wall / rounds, r.cpu / rounds, r.scores) for name, r in by_group.items()}
+             for label, by_group in totals.items()}
+    return means, per_round
 
 
 def _contenders(args: argparse.Namespace, runner: PromptGuardRunner, pipe) -> dict:
@@ -343,7 +388,8 @@ def _contenders(args: argparse.Namespace, runner: PromptGuardRunner, pipe) -> di
     contenders["pipeline, truncating (default)"] = lambda ts: run_pipeline_truncating(
         pipe, ts, args.family, args.pipeline_batch_size)
     if not args.no_chunked:
-        contenders[CHUNKED] = lambda ts: run_pipeline_chunked(pipe, ts, args.family, args.pipeline_batch_size)
+        contenders[CHUNKED] = lambda ts: run_pipeline_chunked(pipe, ts, args.family, args.pipeline_batch_size,
+                                                              segment_starts_of(runner, ts, args.family))
     return contenders
 
 
@@ -357,7 +403,7 @@ def _describe(args: argparse.Namespace, shape: str, runner: PromptGuardRunner, t
           f"pipeline {dtype_name(baseline_dtype)}, {torch.get_num_threads()} threads, set-up {setup:.0f} s")
     print(f"{len(texts)} texts from ../shared/data: {sum(x >= LONG_CHARS for x in lengths)} long; "
           f"chars median {statistics.median(lengths):.0f}, max {max(lengths)}; "
-          f"{len(segments)} runner segments, "
+          f"{len(segments)} runner segments (overlap {getattr(runner, 'overlap', 0)}), "
           f"tokens per segment median {statistics.median(len(s.input_ids) for s in segments):.0f}; "
           f"runner batch {args.batch_size}, pipeline batch {args.pipeline_batch_size}")
 
