@@ -277,7 +277,9 @@ FINDINGS = """## Found and fixed while building this
   saw 7 of ~3,900 requests reset (`ReadError`, nothing in the gateway's log): uvicorn closed idle
   connections after 5 s too. The gateway (and `guard upstream`) now keep idle connections 75 s
   (`GUARD_KEEP_ALIVE_S`), above client pools and load balancers: the client closes first. The load
-  client runs with httpx's default pool again.
+  client runs with httpx's default pool again. Measured with 100 httpx clients (default pool) that
+  idle 4.95-5.05 s between requests for 120 s: 6 of 2,340 requests reset (`ReadError`,
+  `RemoteProtocolError`) against a 5 s server keep-alive, 0 of 2,354 against 75 s.
 * **`/v1/moderations` answered 502 `malformed_output`** when the demo Llama Guard answered
   off-format for one random text, for every input of the request. Each input is now judged on its
   own; a guard failure (off-format answer, timeout, model down) is that input's result, `flagged`
