@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from bench._reliability.harness import FAMILY, write_policies
 
@@ -168,8 +169,6 @@ class RssSampler:
         self._thread.join(10)
 
     def _run(self) -> None:
-        import psutil
-
         started = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic() - started
