@@ -179,14 +179,16 @@ class SqlAuditStore:
 
     def _commit_group(self, batches: list[Batch]) -> list[Batch | BaseException]:
         started = _time.perf_counter()
+        if _time.monotonic() < self._down_until:  # backing off: not a new failure, the clock runs on
+            return self._fallback(batches, "the store failed recently; retrying after the back-off interval")
         try:
-            if _time.monotonic() < self._down_until:
-                raise _Down("the store failed recently; retrying after the back-off interval")
             self._ensure_schema_or_down()
             if self._journal is not None and self._journal.pending():
                 self._replay_or_down()
             outcomes = self._insert_batches(batches)
         except _Down as exc:
+            self._down_until = _time.monotonic() + self._retry_interval
+            self._ready = False
             return self._fallback(batches, str(exc))
         metrics.AUDIT_WRITE_SECONDS.observe(_time.perf_counter() - started)
         metrics.AUDIT_BATCH_SIZE.observe(sum(len(b) for b in batches))
@@ -195,8 +197,6 @@ class SqlAuditStore:
         return outcomes
 
     def _fallback(self, batches: list[Batch], why: str) -> list[Batch | BaseException]:
-        self._down_until = _time.monotonic() + self._retry_interval
-        self._ready = False
         metrics.AUDIT_WRITE_FAILURES.labels("store_unavailable").inc()
         if self._journal is None:
             error = AuditUnavailable(f"audit store unavailable: {why}")

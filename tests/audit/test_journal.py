@@ -155,3 +155,31 @@ def test_the_journal_is_replayed_without_new_traffic(tmp_path):
         time.sleep(0.05)
     assert _texts(store) == ["while-down"] and not store.journal.pending()
     store.close()
+
+
+def test_a_store_that_is_back_is_retried_under_steady_traffic(store_url):
+    """The back-off after a failure lasts ``retry_interval_s`` from that failure: appends refused
+    while it runs do not extend it (they used to, so a store written more often than once per
+    interval was never tried again: 503s, or a growing journal, for good)."""
+    import time
+
+    from tests.audit.helpers import raw_execute
+
+    store = SqlAuditStore(store_url, retry_interval_s=0.5)
+    try:
+        store.append([record(request_id="up")])
+        raw_execute(store_url, "ALTER TABLE audit_records RENAME TO audit_records_away")
+        with pytest.raises(AuditUnavailable, match="audit_records"):
+            store.append([record(request_id="refused")])
+        raw_execute(store_url, "ALTER TABLE audit_records_away RENAME TO audit_records")
+        started, stored = time.monotonic(), None
+        while stored is None and time.monotonic() - started < 5:
+            try:
+                stored = store.append([record(request_id="back")])
+            except AuditUnavailable as exc:
+                assert "back-off" in exc.message  # refused without trying: only while backing off
+                time.sleep(0.05)  # an append every 50 ms, 10 per interval
+        assert stored is not None and time.monotonic() - started < 1.5
+        assert _texts(store) == ["up", "back"] and store.verify().ok
+    finally:
+        store.close()
