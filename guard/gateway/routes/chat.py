@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from guard.gateway.protocol import ChatCompletionRequest
 from guard.gateway.routes.deps import ERRORS, gateway, read_body, schema_of
+from guard.gateway.sse_response import EventStreamResponse
 
 router = APIRouter()
 
@@ -18,5 +19,5 @@ async def chat_completions(request: Request) -> Response:
     reply = await gw.chat.create(ctx, gw.policies, body, request.headers.get("x-guard-policy"))
     if reply.stream is not None:
         headers = {**reply.headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
-        return StreamingResponse(reply.stream, media_type="text/event-stream", headers=headers)
+        return EventStreamResponse(reply.stream, headers=headers)
     return JSONResponse(reply.payload, headers=reply.headers)
