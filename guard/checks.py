@@ -36,8 +36,8 @@ def guard_timeout(plan: CheckPlan, name: str, timeouts: Timeouts = None) -> floa
 async def run_checks(executor: Executor, plan: CheckPlan, timeouts: Timeouts = None) -> GuardResults:
     jobs: dict[str, Awaitable[list[Any]]] = {}
     seconds: dict[str, float] = {}
-    if plan.llama_guard is not None:
-        jobs["llama_guard"] = _timed(executor.llama_guard([plan.llama_guard],
+    if plan.llama_guard_requests:
+        jobs["llama_guard"] = _timed(executor.llama_guard(plan.llama_guard_requests,
                                                           guard_timeout(plan, "llama_guard", timeouts)),
                                      "llama_guard", seconds)
     if plan.prompt_guard:
@@ -54,7 +54,7 @@ async def run_checks(executor: Executor, plan: CheckPlan, timeouts: Timeouts = N
         elif isinstance(outcome, BaseException):
             fields["errors"][name] = _describe(outcome)
         elif name == "llama_guard":
-            fields["llama_guard"] = outcome[0]
+            fields["llama_guard"], fields["llama_guard_extra"] = plan.llama_guard_results(outcome)
         else:
             fields["prompt_guard"] = plan.with_indices(outcome)
     metrics.observe_checks(seconds, fields["errors"], fields["timeouts"])

@@ -1,8 +1,11 @@
 """Normalise OpenAI-style chat messages at the edge (CLI, HTTP) into ``guard.types.Message``.
 
-Accepts string content or a list of ``{"type": "text", "text": ...}`` parts; assistant messages
-whose content is null but carry ``tool_calls`` are turned into text so that tool-call arguments
-are judged too. Anything else is a ``BadInput`` with a message that names the offending message.
+Accepts string content or a list of ``{"type": "text", "text": ...}`` parts. An assistant message's
+``tool_calls`` are turned into text (after its content, if it has any) so that tool-call arguments
+are judged too: one line per call, ``name(key: value, ...)``, with the arguments decoded from JSON
+(string values as the tool receives them: unquoted, escapes such as ``\u0041`` resolved), or the
+arguments as sent when they are not JSON. Anything else is a ``BadInput`` with a message that names
+the offending message.
 
 Text must be valid Unicode: JSON may spell a lone UTF-16 surrogate (``"\\ud800"``), which no
 tokenizer can encode; let through, it would fail the guard model's whole batch (other callers'
@@ -63,14 +66,17 @@ def _valid_text(where: str, text: str) -> str:
 
 
 def _parse_content(where: str, content: Any, tool_calls: Any) -> str | list[TextPart]:
+    calls = _tool_calls_text(where, tool_calls) if tool_calls else None
     if isinstance(content, str):
-        return _valid_text(f"{where}.content", content)
+        text = _valid_text(f"{where}.content", content)
+        return f"{text}\n{calls}" if calls is not None and text.strip() else calls if calls is not None else text
     if content is None:
-        if tool_calls:
-            return _tool_calls_text(where, tool_calls)
+        if calls is not None:
+            return calls
         raise BadInput(f"{where}.content is missing", param=f"{where}.content")
     if isinstance(content, list):
-        return [_parse_part(f"{where}.content[{i}]", part) for i, part in enumerate(content)]
+        parts = [_parse_part(f"{where}.content[{i}]", part) for i, part in enumerate(content)]
+        return parts + [TextPart(text=calls)] if calls is not None else parts
     raise BadInput(f"{where}.content must be a string or a list of text parts", param=f"{where}.content")
 
 
@@ -89,5 +95,29 @@ def _tool_calls_text(where: str, tool_calls: Any) -> str:
     for call in tool_calls:
         fn = call.get("function") if isinstance(call, dict) else None
         fn = fn if isinstance(fn, dict) else {}
-        lines.append(f"{fn.get('name', '')}({fn.get('arguments', '')})")
+        lines.append(f"{fn.get('name', '')}({_arguments_text(fn.get('arguments', ''))})")
     return _valid_text(f"{where}.tool_calls", "\n".join(lines))
+
+
+def _arguments_text(arguments: Any) -> str:
+    """Tool-call arguments as the tool reads them: JSON decoded, ``key: value`` pairs, strings
+    unquoted; anything that is not a JSON text is kept as it is."""
+    if not isinstance(arguments, str):
+        return str(arguments)
+    try:
+        text = _json_text(json.loads(arguments), top=True)
+        text.encode("utf-8")  # a JSON escape of a lone surrogate: keep the arguments as sent
+        return text
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return arguments
+
+
+def _json_text(value: Any, top: bool = False) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        pairs = ", ".join(f"{key}: {_json_text(item)}" for key, item in value.items())
+        return pairs if top else f"({pairs})"
+    if isinstance(value, list):
+        return "[" + ", ".join(_json_text(item) for item in value) + "]"
+    return json.dumps(value)

@@ -106,6 +106,11 @@ class LlamaGuardResult(_Strict):
     # Raw generated text, stripped; None when the decode was skipped.
     output: str | None = None
     latency_ms: float = 0.0
+    # For an extra judgement of a plan (``CheckPlan.llama_guard_extra``: an earlier turn, a reading
+    # of a message's text), set by the checks from the plan: the index of the judged message in the
+    # checked conversation and what was judged. None for the main judgement of the conversation.
+    message_index: int | None = None
+    reading: str | None = None
 
 
 class PromptGuardResult(_Strict):
@@ -123,6 +128,8 @@ class PromptGuardResult(_Strict):
     # Index of the scanned message in the checked conversation (set by the checks from the plan;
     # the runner does not know it). Lets a decision name the message that crossed.
     message_index: int | None = None
+    # What was scanned when it was not the message's text itself (a reading: "decoded base64", ...).
+    reading: str | None = None
 
 
 # --------------------------------------------------------------------------- decisions
@@ -187,6 +194,8 @@ class GuardResults(_Strict):
 
     schema_version: int = SCHEMA_VERSION
     llama_guard: LlamaGuardResult | None = None
+    # Llama Guard's extra judgements (earlier turns, readings), each naming its message and reading.
+    llama_guard_extra: list[LlamaGuardResult] = Field(default_factory=list)
     prompt_guard: list[PromptGuardResult] = Field(default_factory=list)
     # Typed failures, by guard name ("llama_guard", "prompt_guard"): the error kind and message.
     errors: dict[str, str] = Field(default_factory=dict)

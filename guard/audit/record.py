@@ -8,10 +8,11 @@ Retention modes:
 
 * ``full``: the content as received.
 * ``redacted``: every flagged message is replaced by a marker naming why, e.g. ``[redacted:S9]`` or
-  ``[redacted:jailbreak]``. A message is flagged by a reason that names it (``message_index``); a
-  reason without an index (Llama Guard judges the whole conversation) and any category Llama Guard
-  reported flag every message of the judged side (user and tool messages for input, the assistant
-  text for output and stream windows). Prompt Guard's highest-scoring segment is kept only when it
+  ``[redacted:jailbreak]``. A message is flagged by a reason that names it (``message_index``) and
+  by the categories an extra Llama Guard judgement of it reported (an earlier turn, a reading); a
+  reason without an index (Llama Guard judges the whole conversation) and any category Llama Guard's
+  main judgement reported flag every message of the judged side (system, user and tool messages
+  for input, the assistant text for output and stream windows). Prompt Guard's highest-scoring segment is kept only when it
   is part of a message that was kept; free text (error messages, reason details) that quotes a
   redacted message is replaced.
 * ``none``: no content, no Prompt Guard segment, Llama Guard's raw output only when it is a bare
@@ -37,6 +38,7 @@ from guard.types import (
     Decision,
     GuardResults,
     GuardStatus,
+    LlamaGuardResult,
     Message,
     Reason,
     RetentionMode,
@@ -131,7 +133,9 @@ def _message_texts(content: Content) -> list[str]:
 
 
 def _judged_roles(direction: str) -> tuple[str, ...]:
-    return ("user", "tool") if direction == "input" else ("assistant",)
+    # System messages too: a policy judges caller-written ones as user text by default
+    # (``judged_text.system``), and the record does not know which policy trusted them.
+    return ("system", "user", "tool") if direction == "input" else ("assistant",)
 
 
 def _flag_labels(decision: Decision, results: GuardResults, content: Content) -> dict[int, list[str]]:
@@ -149,6 +153,9 @@ def _flag_labels(decision: Decision, results: GuardResults, content: Content) ->
             whole.append(label)
     if results.llama_guard is not None:
         whole.extend(results.llama_guard.categories)
+    for extra in results.llama_guard_extra:
+        if extra.message_index is not None and 0 <= extra.message_index < count and extra.categories:
+            labels.setdefault(extra.message_index, []).extend(extra.categories)
     if whole:
         for index in _judged_indexes(content, decision.direction):
             labels.setdefault(index, []).extend(whole)
@@ -222,11 +229,13 @@ def _scrub_results(
     if retention == "full" or (retention == "redacted" and not hidden):
         return results, decision
     check = _LeakCheck(hidden)
-    llama = results.llama_guard
-    if llama is not None and llama.output is not None:
+
+    def scrubbed(llama: LlamaGuardResult | None) -> LlamaGuardResult | None:
+        if llama is None or llama.output is None:
+            return llama
         keep = _VERDICT.match(llama.output.strip()) if retention == "none" else not check.leaks(llama.output)
-        if not keep:
-            llama = llama.model_copy(update={"output": None})
+        return llama if keep else llama.model_copy(update={"output": None})
+
     prompt = [
         p
         if p.segment is None or (retention == "redacted" and _kept_segment(p.segment, kept, check))
@@ -236,7 +245,9 @@ def _scrub_results(
     errors = {name: _error_kind(text) if check.leaks(text) else text for name, text in results.errors.items()}
     reasons = [_scrub_reason(r, check) for r in decision.reasons]
     return (
-        results.model_copy(update={"llama_guard": llama, "prompt_guard": prompt, "errors": errors}),
+        results.model_copy(update={"llama_guard": scrubbed(results.llama_guard), "prompt_guard": prompt,
+                                   "llama_guard_extra": [scrubbed(r) for r in results.llama_guard_extra],
+                                   "errors": errors}),
         decision.model_copy(update={"reasons": reasons}),
     )
 
@@ -261,8 +272,9 @@ def _error_kind(text: str) -> str:
 
 def _latencies(results: GuardResults, given: Mapping[str, float] | None) -> dict[str, float]:
     out: dict[str, float] = {}
-    if results.llama_guard is not None:
-        out["llama_guard"] = results.llama_guard.latency_ms
+    llama = [r for r in (results.llama_guard, *results.llama_guard_extra) if r is not None]
+    if llama:
+        out["llama_guard"] = max(r.latency_ms for r in llama)
     if results.prompt_guard:
         out["prompt_guard"] = max(p.latency_ms for p in results.prompt_guard)
     out.update(given or {})
@@ -272,8 +284,9 @@ def _latencies(results: GuardResults, given: Mapping[str, float] | None) -> dict
 def record_categories(record: AuditRecord) -> list[str]:
     """Hazard codes behind a record: its category reasons plus what Llama Guard reported."""
     codes = {r.code for r in record.decision.reasons if r.kind == "category" and r.code}
-    if record.results.llama_guard is not None:
-        codes.update(record.results.llama_guard.categories)
+    for llama in (record.results.llama_guard, *record.results.llama_guard_extra):
+        if llama is not None:
+            codes.update(llama.categories)
     return sorted(codes)
 
 

@@ -8,6 +8,9 @@ Rules, in full:
   is the category's own entry (with its ``input``/``output`` override), else ``other_categories``;
   excluded codes are never judged. Every crossing is a reason, ``allow`` rules included (they are
   recorded, they just do not change the action).
+  Llama Guard's extra judgements (``GuardResults.llama_guard_extra``: other turns of the request,
+  readings of a message's text, see ``guard.policy.plan``) are judged the same way, by the rules of
+  the direction being decided (the caller sent them), each reason naming its message and reading.
 * **Prompt injection** (Prompt Guard, input only). Each scanned message is judged against the
   thresholds of its source: ``jailbreak_score >= jailbreak`` is a ``jailbreak`` reason,
   ``injection_score >= injection`` an ``injection`` reason; ``null`` thresholds are off.
@@ -42,6 +45,7 @@ def decide(policy: Policy, direction: Direction, results: GuardResults) -> Decis
     reasons = [
         *_guard_error_reasons(policy, direction, results),
         *_category_reasons(policy, direction, results.llama_guard),
+        *(reason for extra in results.llama_guard_extra for reason in _category_reasons(policy, direction, extra)),
         *_injection_reasons(policy, direction, results.prompt_guard),
     ]
     action = Action.most_severe([r.action for r in reasons])
@@ -98,8 +102,10 @@ def _category_reasons(policy: Policy, direction: Direction, result: LlamaGuardRe
             score, basis = result.unsafe_score, "listed in the output; unsafe score"
         else:
             continue
+        if result.reading:
+            basis += f"; {result.reading} (message {result.message_index})"
         yield Reason(kind="category", action=rule.action, code=code, score=score, threshold=rule.threshold,
-                     detail=basis, message=rule.message)
+                     message_index=result.message_index, detail=basis, message=rule.message)
 
 
 def _injection_reasons(policy: Policy, direction: Direction, results: list[PromptGuardResult]) -> Iterator[Reason]:
@@ -111,6 +117,8 @@ def _injection_reasons(policy: Policy, direction: Direction, results: list[Promp
         action = source.action or section.action
         message = source.message if source.message is not None else section.message
         detail = f"segment {result.segment_index + 1} of {result.segments}"
+        if result.reading:
+            detail += f"; {result.reading}"
         for kind, score, threshold in (("jailbreak", result.jailbreak_score, source.jailbreak),
                                        ("injection", result.injection_score, source.injection)):
             if threshold is not None and score >= threshold:

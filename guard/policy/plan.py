@@ -5,9 +5,9 @@ Llama Guard sees a window of the conversation (``context``): the current turn pl
 ``context.roles``.
 
 * ``input``: the window ends at the last ``user`` message, so the judged role is the user's
-  (trailing assistant messages were judged as output before; trailing tool results sit on the
-  Agent side of the prompt and are Prompt Guard's to judge). No user message in the window = no
-  Llama Guard request.
+  (trailing assistant messages are judged on their own, see ``context.judge`` below; trailing tool
+  results sit on the Agent side of the prompt and are Prompt Guard's to judge). No user message in
+  the window = no main Llama Guard request.
 * ``output``: the conversation must end with the assistant reply being judged; the window ends
   there (the reply is always included, whatever ``context.roles`` says).
 
@@ -16,26 +16,42 @@ Prompt Guard scans input messages one by one, each with its source:
 * a message whose ``name`` matches ``prompt_injection.document_names`` (fnmatch; default
   ``document`` and ``document:*``) is retrieved context, source ``document``, whatever its role
   (e.g. ``{"role": "system", "name": "document:kb-42", "content": "..."}``);
-* otherwise role ``user`` -> source ``user``, role ``tool`` -> source ``tool``; system and
-  assistant messages are not scanned;
+* otherwise role ``user`` -> source ``user``, role ``tool`` -> source ``tool``; assistant messages
+  are not scanned, nor are system messages the policy trusts (``judged_text.system: trusted``; by
+  default they are user text, see below);
 * only sources with at least one threshold set are scanned, and only within
   ``prompt_injection.scope`` (``all`` messages, the Llama Guard ``window``, or the ``latest_turn``).
+
+Both guards judge the policy's copy of the conversation (``guard.policy.judged``: normalised text,
+neutralised template markers, caller-written system messages as user text), never the caller's
+text itself. Beside the main Llama Guard request, the plan lists extra judgements
+(``llama_guard_extra``, all sent in the same executor call):
+
+* for ``input``, every other turn ``context.judge`` names (``all``: every user and assistant turn;
+  ``user``: every user turn; ``latest``: none), each as the last turn of the window the policy
+  would give it were it the latest: the history of a stateless request is the caller's text too;
+* the readings (``judged_text.readings``) of every message a judgement judges (the latest turn's,
+  and those of the other judged turns): marker pieces, decoded blobs, joins, each alone;
+
+and Prompt Guard scans the readings of each scanned message (decoded blobs, joins) beside it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
-from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from guard.errors import BadInput
+from guard.policy.judged import JudgedCopy, judged_copy, llama_guard_text, readings
 from guard.policy.schema import GuardName, Policy
 from guard.taxonomy import HAZARD_CODES, HAZARDS, default_categories
 from guard.types import (
     SCHEMA_VERSION,
     Direction,
     LlamaGuardRequest,
+    LlamaGuardResult,
     Message,
     MessageSource,
     PromptGuardRequest,
@@ -44,12 +60,26 @@ from guard.types import (
 
 
 class PlannedScan(BaseModel):
-    """One Prompt Guard request and the index of the message it scans."""
+    """One Prompt Guard request and the index of the message it scans (``reading``: what of it,
+    when not its text itself)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     message_index: int
     request: PromptGuardRequest
+    reading: str | None = None
+
+
+class PlannedJudgement(BaseModel):
+    """An extra Llama Guard request: the message it judges, the messages it shows (``messages``,
+    empty for a reading), and what it judges (``reading``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    message_index: int
+    messages: list[int] = Field(default_factory=list)
+    reading: str
+    request: LlamaGuardRequest
 
 
 class CheckPlan(BaseModel):
@@ -63,6 +93,8 @@ class CheckPlan(BaseModel):
     llama_guard: LlamaGuardRequest | None = None
     # Indices (into the checked conversation) of the messages sent to Llama Guard, in order.
     llama_guard_messages: list[int] = Field(default_factory=list)
+    # Earlier turns and readings, judged beside the main request (see the module docstring).
+    llama_guard_extra: list[PlannedJudgement] = Field(default_factory=list)
     prompt_guard: list[PlannedScan] = Field(default_factory=list)
     # Seconds per guard, from the policy's `guards.<name>.timeout_ms`.
     timeouts: dict[GuardName, float] = Field(default_factory=dict)
@@ -74,14 +106,33 @@ class CheckPlan(BaseModel):
         return [scan.request for scan in self.prompt_guard]
 
     @property
+    def llama_guard_requests(self) -> list[LlamaGuardRequest]:
+        """The main request (when there is one), then the extra ones: one executor call."""
+        main = [self.llama_guard] if self.llama_guard is not None else []
+        return main + [extra.request for extra in self.llama_guard_extra]
+
+    @property
     def empty(self) -> bool:
-        return self.llama_guard is None and not self.prompt_guard
+        return self.llama_guard is None and not self.llama_guard_extra and not self.prompt_guard
 
     def with_indices(self, results: Sequence[PromptGuardResult]) -> list[PromptGuardResult]:
         """Stamp Prompt Guard results (in plan order) with the index of the message each scanned."""
         if len(results) != len(self.prompt_guard):
             raise ValueError(f"{len(results)} Prompt Guard results for {len(self.prompt_guard)} planned scans")
-        return [r.model_copy(update={"message_index": s.message_index}) for r, s in zip(results, self.prompt_guard)]
+        return [r.model_copy(update={"message_index": s.message_index, "reading": s.reading})
+                for r, s in zip(results, self.prompt_guard)]
+
+    def llama_guard_results(
+        self, results: Sequence[LlamaGuardResult]
+    ) -> tuple[LlamaGuardResult | None, list[LlamaGuardResult]]:
+        """Llama Guard results in ``llama_guard_requests`` order -> (main result, extra results
+        stamped with the message and reading each judged)."""
+        main = 1 if self.llama_guard is not None else 0
+        if len(results) != main + len(self.llama_guard_extra):
+            raise ValueError(f"{len(results)} Llama Guard results for {main + len(self.llama_guard_extra)} requests")
+        extra = [r.model_copy(update={"message_index": j.message_index, "reading": j.reading})
+                 for r, j in zip(results[main:], self.llama_guard_extra)]
+        return (results[0] if main else None), extra
 
 
 def plan_checks(
@@ -97,19 +148,38 @@ def plan_checks(
     if direction == "output" and messages[-1].role != "assistant":
         raise BadInput("an output check needs the assistant reply as the last message", param="messages")
     lg_settings, pg_settings = policy.guards.llama_guard, policy.guards.prompt_guard
-    start = window_start(messages, policy.context.turns)
-    lg_request, lg_indices = None, []
-    if lg_settings.applies(direction):
-        lg_indices = _llama_guard_window(policy, messages, direction, start)
+    judged = judged_copy(policy, messages)
+    conversation = judged.messages
+    start = window_start(conversation, policy.context.turns)
+    lg_on = lg_settings.applies(direction)
+    latest, others = judged_turns(policy, conversation, direction) if lg_on else ([], [])
+    lg_judged = {i for turn in (latest, *others) for i in turn}
+    scanned = _scanned_sources(policy, judged, start) if pg_settings.applies(direction) else {}
+    found = readings(policy, judged, sorted(lg_judged | set(scanned)))
+    lg_request, lg_indices, extra = None, [], []
+    if lg_on:
+        categories, excluded = llama_guard_categories(policy, family or lg_settings.family)
+
+        def request(shown: Sequence[Message]) -> LlamaGuardRequest:
+            return LlamaGuardRequest(conversation=list(shown), categories=categories, excluded=excluded)
+
+        lg_indices = _llama_guard_window(policy, conversation, direction, start)
         if lg_indices:
-            categories, excluded = llama_guard_categories(policy, family or lg_settings.family)
-            lg_request = LlamaGuardRequest(conversation=[messages[i] for i in lg_indices],
-                                           categories=categories, excluded=excluded)
-    scans = _prompt_guard_scans(policy, messages, start) if pg_settings.applies(direction) else []
+            lg_request = request([conversation[i] for i in lg_indices])
+        extra = _turn_judgements(policy, conversation, others, request) + [
+            PlannedJudgement(message_index=r.message_index, reading=r.why,
+                             request=request([Message(role=r.role, content=llama_guard_text(policy, r.text))]))
+            for r in found if r.message_index in lg_judged]
+    scans = [PlannedScan(message_index=i, request=PromptGuardRequest(text=judged.normalized[i], source=source))
+             for i, source in scanned.items()]
+    scans += [PlannedScan(message_index=r.message_index, reading=r.why,
+                          request=PromptGuardRequest(text=r.text, source=scanned[r.message_index]))
+              for r in found if r.message_index in scanned and not r.llama_guard_only]
     return CheckPlan(
         direction=direction,
         llama_guard=lg_request,
         llama_guard_messages=lg_indices if lg_request else [],
+        llama_guard_extra=extra,
         prompt_guard=scans,
         timeouts={"llama_guard": lg_settings.timeout_ms / 1000, "prompt_guard": pg_settings.timeout_ms / 1000},
         models={"llama_guard": lg_settings.model, "prompt_guard": pg_settings.model},
@@ -138,6 +208,49 @@ def _llama_guard_window(policy: Policy, messages: Sequence[Message], direction: 
     return indices
 
 
+def _turn_judgements(
+    policy: Policy, conversation: Sequence[Message], turns: Sequence[Sequence[int]],
+    request: Callable[[Sequence[Message]], LlamaGuardRequest],
+) -> list[PlannedJudgement]:
+    """One Llama Guard request per turn (other than the latest), each as the last turn of the
+    window the policy would give it were it the latest."""
+    out: list[PlannedJudgement] = []
+    for turn in turns:
+        end = turn[-1]
+        prefix = conversation[: end + 1]
+        side: Direction = "input" if conversation[end].role == "user" else "output"
+        shown = _llama_guard_window(policy, prefix, side, window_start(prefix, policy.context.turns))
+        what = "user turn" if side == "input" else "assistant turn"
+        out.append(PlannedJudgement(message_index=end, messages=shown, reading=what,
+                                    request=request([conversation[i] for i in shown])))
+    return out
+
+
+def judged_turns(
+    policy: Policy, messages: Sequence[Message], direction: Direction
+) -> tuple[list[int], list[list[int]]]:
+    """The turns Llama Guard judges, as message indices: (the latest, the others). The latest is,
+    for ``input``, the one ending at the last user message (none without a user message), for
+    ``output`` the reply; the others (``input`` only) are those ``context.judge`` names, in order.
+    A turn is a run of messages of one side (user; assistant and tool) among the roles Llama Guard
+    sees (``context.roles``)."""
+    shown = [i for i, m in enumerate(messages) if m.role in policy.context.roles]
+    runs: list[list[int]] = []
+    for i in shown:
+        if runs and (messages[runs[-1][-1]].role == "user") == (messages[i].role == "user"):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    if direction == "output":  # the reply, even when Llama Guard sees no other assistant message
+        last = len(messages) - 1
+        return (runs[-1] if runs and runs[-1][-1] == last else [last]), []
+    users = [run for run in runs if messages[run[0]].role == "user"]
+    latest = users[-1] if users else []
+    if policy.context.judge == "latest":
+        return latest, []
+    return latest, [run for run in (runs if policy.context.judge == "all" else users) if run != latest]
+
+
 def llama_guard_categories(policy: Policy, family: str | None) -> tuple[dict[str, str] | None, list[str]]:
     """(categories, excluded) for the Llama Guard request. ``None`` categories = the model's own
     list; with custom categories the full list is spelled out (custom ones replace the list)."""
@@ -164,19 +277,18 @@ def message_source(policy: Policy, message: Message) -> MessageSource | None:
     return None
 
 
-def _prompt_guard_scans(policy: Policy, messages: Sequence[Message], window: int) -> list[PlannedScan]:
-    pi = policy.prompt_injection
+def _scanned_sources(policy: Policy, judged: JudgedCopy, window: int) -> dict[int, MessageSource]:
+    """Index -> source of every message Prompt Guard scans, in order."""
+    pi, messages = policy.prompt_injection, judged.messages
     if pi.scope == "all":
         first = 0
     elif pi.scope == "window":
         first = window
     else:
         first = window_start(messages, 0)
-    scans = []
+    scanned: dict[int, MessageSource] = {}
     for index in range(first, len(messages)):
-        message = messages[index]
-        source = message_source(policy, message)
-        if source is None or not pi.source(source).scanned or not message.text.strip():
-            continue
-        scans.append(PlannedScan(message_index=index, request=PromptGuardRequest(text=message.text, source=source)))
-    return scans
+        source = message_source(policy, messages[index])
+        if source is not None and pi.source(source).scanned and judged.normalized[index].strip():
+            scanned[index] = source
+    return scanned

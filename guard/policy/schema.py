@@ -32,6 +32,9 @@ BlockResponse = Literal["content_filter", "error"]
 RetentionMode = Literal["full", "redacted", "none"]
 InjectionScope = Literal["latest_turn", "window", "all"]
 GuardName = Literal["llama_guard", "prompt_guard"]
+JudgeTurns = Literal["all", "user", "latest"]
+ReadingKind = Literal["markers", "joins", "base64", "hex", "url"]
+SystemText = Literal["judge", "trusted"]
 
 DEFAULT_REFUSAL = "Sorry, I can't help with that."
 
@@ -190,6 +193,11 @@ class Context(_Section):
     turns: Annotated[int, Field(ge=0)] | None = 2
     # Roles whose messages Llama Guard sees.
     roles: list[Role] = Field(default_factory=lambda: ["user", "assistant"])
+    # Which turns of an input Llama Guard judges, each as the last turn of its own window: `all`
+    # (every user and assistant turn the request carries: in a stateless API the caller writes
+    # the history too), `user` (every user turn), `latest` (the latest user turn; the rest is
+    # context). One more Llama Guard prompt per judged turn, all in one executor call.
+    judge: JudgeTurns = "all"
 
     @field_validator("roles")
     @classmethod
@@ -197,6 +205,22 @@ class Context(_Section):
         if "user" not in roles:
             raise ValueError("roles must include `user` (Llama Guard judges user turns)")
         return roles
+
+
+class JudgedText(_Section):
+    """How the guards' copy of the caller's text is made (``guard.policy.judged``). The text that
+    goes upstream and into the audit log is never changed."""
+
+    # Unicode NFKC, invisible characters dropped, look-alike letters folded, template markers
+    # (``<|eot_id|>``, ``<END CONVERSATION>``, ...) neutralised.
+    normalize: bool = True
+    # Extra readings, each judged as a message of its own: `markers` (the pieces between template
+    # markers), `joins` (two messages of one side in a row, read across the boundary), `base64`,
+    # `hex`, `url` (encoded blobs, decoded).
+    readings: list[ReadingKind] = Field(default_factory=lambda: ["markers", "joins", "base64", "hex", "url"])
+    # Caller-written system messages: `judge` (as user text, by both guards) or `trusted` (the
+    # operator's own prompt: context for the chat model, not judged).
+    system: SystemText = "judge"
 
 
 class Streaming(_Section):
@@ -291,6 +315,7 @@ class Policy(_Section):
     excluded_categories: list[str] = Field(default_factory=list)
     prompt_injection: PromptInjection = Field(default_factory=PromptInjection)
     context: Context = Field(default_factory=Context)
+    judged_text: JudgedText = Field(default_factory=JudgedText)
     streaming: Streaming = Field(default_factory=Streaming)
     attach: Attach = Field(default_factory=Attach)
     refusal: str = DEFAULT_REFUSAL

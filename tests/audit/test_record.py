@@ -76,10 +76,24 @@ def test_redacted_replaces_flagged_messages_and_keeps_the_rest():
     messages = json.loads(rec.content)
     assert messages[3]["content"] == "[redacted:S9,jailbreak]"
     assert messages[1]["content"] == "[redacted:S9]"  # Llama Guard judged every user turn
-    assert messages[0]["content"] == "You are a helpful assistant."
+    assert messages[0]["content"] == "[redacted:S9]"  # and the system text, as user text
     assert messages[2]["content"] == "Sunny, 24 degrees."
     assert SECRET not in rec.model_dump_json()
     assert rec.content_sha256 == _flagged("full").content_sha256
+
+
+def test_redacted_names_the_message_an_extra_judgement_flagged():
+    """A hazard Llama Guard found in an earlier turn (an extra judgement, with its message index)
+    redacts that message only, not every user turn."""
+    earlier = llama(["S9"]).model_copy(update={"message_index": 1, "reading": "user turn"})
+    reason = category_reason("S9", Action.BLOCK).model_copy(update={"message_index": 1})
+    rec = build_record(request_id="r", direction="input",
+                       results=GuardResults(llama_guard=llama(), llama_guard_extra=[earlier]),
+                       decision=decision(Action.BLOCK, reasons=[reason]), content=_conversation(),
+                       retention="redacted")
+    assert [m["content"] for m in json.loads(rec.content)] == [
+        "You are a helpful assistant.", "[redacted:S9]", "Sunny, 24 degrees.", SECRET]
+    assert rec.results.llama_guard_extra[0].message_index == 1
 
 
 def test_redacted_keeps_a_segment_only_when_its_message_was_kept():

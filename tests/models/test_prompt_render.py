@@ -72,7 +72,7 @@ def test_tool_messages_are_judged_on_the_agent_side():
     ])
     rendered = render_prompt(messages, "llama-guard-3-8b")
     assert rendered.role == "Agent"
-    assert turn_lines(rendered.text) == ('User: weather in Paris?\n\nAgent: weather({"city": "Paris"})\n'
+    assert turn_lines(rendered.text) == ('User: weather in Paris?\n\nAgent: weather(city: Paris)\n'
                                          "18C and sunny\n\n")
     assert "ONLY THE LAST Agent message" in rendered.text
 

@@ -29,9 +29,19 @@ CHAT = [
     (0, [7]), (1, [5, 6, 7]), (2, [3, 4, 5, 6, 7]), (None, [1, 2, 3, 4, 5, 6, 7]), (10, [1, 2, 3, 4, 5, 6, 7]),
 ])
 def test_the_input_window_is_the_current_turn_plus_past_turns(turns, expected):
-    plan = plan_checks(policy(context={"turns": turns}), CHAT, "input")
+    plan = plan_checks(policy(context={"turns": turns}, judged_text={"system": "trusted"}), CHAT, "input")
     assert plan.llama_guard_messages == expected
     assert [x.text for x in plan.llama_guard.conversation] == [CHAT[i].text for i in expected]
+
+
+def test_a_caller_written_system_message_is_judged_as_user_text_unless_trusted():
+    judged = plan_checks(policy(context={"turns": None}), CHAT, "input")
+    assert judged.llama_guard_messages == list(range(8))
+    assert [(x.role, x.text) for x in judged.llama_guard.conversation[:2]] == [("user", "You are helpful."),
+                                                                                ("user", "u1")]
+    assert (0, "user") in [(s.message_index, s.request.source) for s in judged.prompt_guard]
+    trusted = plan_checks(policy(context={"turns": None}, judged_text={"system": "trusted"}), CHAT, "input")
+    assert 0 not in trusted.llama_guard_messages and 0 not in [s.message_index for s in trusted.prompt_guard]
 
 
 def test_the_output_window_ends_with_the_reply():
@@ -56,8 +66,8 @@ def test_the_input_window_ends_at_the_last_user_message_and_keeps_chosen_roles()
 
 
 def test_no_user_message_means_no_llama_guard_request():
-    plan = plan_checks(policy(), [m("system", "s"), m("tool", "t")], "input")
-    assert plan.llama_guard is None and plan.llama_guard_messages == []
+    plan = plan_checks(policy(judged_text={"system": "trusted"}), [m("system", "s"), m("tool", "t")], "input")
+    assert plan.llama_guard is None and plan.llama_guard_messages == [] and plan.llama_guard_extra == []
     assert [s.message_index for s in plan.prompt_guard] == [1]
 
 
@@ -65,10 +75,12 @@ def test_sources_follow_roles_and_the_document_name_convention():
     convo = [m("system", "system prompt"), m("system", "retrieved page", name="document:kb-42"),
              m("user", "question"), m("assistant", "calling"), m("tool", "tool output"),
              m("user", "pasted", name="document"), m("user", "   ")]
-    plan = plan_checks(policy(), convo, "input")
+    plan = plan_checks(policy(judged_text={"system": "trusted"}), convo, "input")
     got = [(s.message_index, s.request.source, s.request.text) for s in plan.prompt_guard]
     assert got == [(1, "document", "retrieved page"), (2, "user", "question"), (4, "tool", "tool output"),
                    (5, "document", "pasted")]
+    judged = plan_checks(policy(), convo, "input")  # a system prompt the caller wrote is user text
+    assert [(s.message_index, s.request.source) for s in judged.prompt_guard][:2] == [(0, "user"), (1, "document")]
 
 
 def test_sources_without_thresholds_are_not_scanned_and_the_scope_limits_messages():
