@@ -137,11 +137,15 @@ def test_an_unavailable_audit_store_journals_and_replays_every_record(fault_gate
     try:
         response = chat(fault_gateway, "hello while the store is away")
         assert response.status_code == 200
+        moderated = httpx.post(f"{fault_gateway.url}/v1/moderations", json={"input": ["hello", "hi"]}, timeout=60)
+        assert moderated.status_code == 200 and len(moderated.json()["results"]) == 2
         assert metric("guard_audit_write_failures_total", kind="store_unavailable") >= 1
-        assert metric("guard_audit_records_total", sink="journal") >= 2  # input and output records
+        # input and output records of the chat, one record per moderation input
+        assert metric("guard_audit_records_total", sink="journal") >= 4
     finally:
         os.rename(away, fault_gateway.audit_file)
-    _wait(lambda: len(fault_gateway.records(response.headers["x-request-id"])) >= 2,
+    _wait(lambda: len(fault_gateway.records(response.headers["x-request-id"])) >= 2
+          and len(fault_gateway.records(moderated.headers["x-request-id"])) == 2,
           "the journaled records were not replayed into the store", timeout=30)
     recovered(fault_gateway)
 
@@ -158,7 +162,7 @@ def _wait(condition, message: str, timeout: float = 15.0) -> None:
 def test_a_payload_split_across_two_stream_windows_is_judged_whole(fault_gateway):
     """The hazard word cut between the last piece of one 200-piece window and the first of the next:
     the next window is judged with the previous one's last 50 pieces, so it sees the whole word."""
-    pieces = ["w"] * 199 + ["zor", "blax", " at", " home"]
+    pieces = ["w "] * 199 + ["zor", "blax", " at", " home"]  # window 0 ends in " zor", window 1 starts "blax"
     messages = [{"role": "system", "content": "[[chunks:" + "|".join(pieces) + "]]"},
                 {"role": "user", "content": "tell me a story"}]
     response = chat(fault_gateway, "", stream=True, messages=messages)
