@@ -206,11 +206,24 @@ class GuardResults(_Strict):
 
 
 RetentionMode = Literal["full", "redacted", "none"]
-AuditDirection = Literal["input", "output", "stream_window", "review"]
+AuditDirection = Literal["input", "output", "stream_window", "review", "moderation"]
 
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class ModerationAnswer(_Strict):
+    """What ``/v1/moderations`` answered for one input (the ``moderation`` field of its record):
+    OpenAI's keys it set and their scores, through the mapping file of ``mapping_version``, and the
+    policy's ``on_error`` when Llama Guard failed on the input (then ``flagged`` follows it)."""
+
+    input_index: int
+    flagged: bool
+    categories: list[str] = Field(default_factory=list)
+    category_scores: dict[str, float] = Field(default_factory=dict)
+    mapping_version: str
+    on_error: Action | None = None
 
 
 class AuditRecord(BaseModel):
@@ -238,6 +251,8 @@ class AuditRecord(BaseModel):
     # Link to an earlier record (a review decision points at the escalated record).
     ref_id: str | None = None
     review: dict[str, Any] | None = None
+    # A ``/v1/moderations`` input's record (direction ``moderation``): what the caller was told.
+    moderation: ModerationAnswer | None = None
     prev_hash: str | None = None
     hash: str | None = None
 

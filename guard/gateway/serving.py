@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import uuid
 from typing import Any
 
@@ -19,6 +20,7 @@ from guard.gateway.chat import ChatService
 from guard.gateway.context import RequestContext, make_context, resolve_policy
 from guard.gateway.limits import check_messages, check_texts
 from guard.gateway.moderation import failed_result, moderation_result
+from guard.gateway.moderation_audit import moderation_record
 from guard.gateway.pipeline import Guardrail
 from guard.gateway.protocol import (
     GuardCheckRequest,
@@ -30,7 +32,7 @@ from guard.gateway.protocol import (
 )
 from guard.gateway.services import GatewayServices
 from guard.messages import parse_messages
-from guard.types import Action, LlamaGuardRequest, Message, PromptGuardRequest
+from guard.types import Action, LlamaGuardRequest, LlamaGuardResult, Message, PromptGuardRequest
 
 PROBE_TIMEOUT_S = 2.0
 _URL_CREDENTIALS = re.compile(r"([a-zA-Z][\w+.-]*://)[^/@\s]+@")
@@ -96,32 +98,43 @@ class Gateway:
         """One result per input. Each input is judged on its own, so a guard failure on one (an
         off-format answer, a timeout) is that input's result, decided by the caller's policy's
         Llama Guard ``on_error`` for input (with the policy's guard timeouts); input the model
-        refuses (``BadInput``) is a 400."""
+        refuses (``BadInput``) is a 400. Each input's record is durable before the answer leaves
+        (the store down: 503, or journaled, per ``GUARD_AUDIT_ON_FAILURE``)."""
         texts = _moderation_texts(body.input)
         check_texts(texts, max_items=self.settings.max_messages, max_chars=self.settings.max_message_chars)
-        guards = resolve_policy(self.policies, ctx, requested_policy).guards
+        policy = resolve_policy(self.policies, ctx, requested_policy)
+        guards = policy.guards
         on_error = guards.llama_guard.on_error.input
         executor = self.services.executor
         lg_timeout, pg_timeout = guards.llama_guard.timeout_ms / 1000, guards.prompt_guard.timeout_ms / 1000
+        started = time.perf_counter()
         judged = [executor.llama_guard([LlamaGuardRequest(conversation=[Message(role="user", content=t)])],
                                        lg_timeout) for t in texts]
         pg_requests = [PromptGuardRequest(text=t, source="user") for t in texts]
         *lg, pg = await asyncio.gather(
             *judged, _optional(executor.prompt_guard(pg_requests, pg_timeout)), return_exceptions=True
         )
+        check_ms = (time.perf_counter() - started) * 1000
         mapping = self.services.moderation_map
         listed = not isinstance(body.input, str) and all(isinstance(v, str) for v in body.input)
-        results = []
-        for index, outcome in enumerate(lg):
+        results, records = [], []
+        for index, (text, outcome) in enumerate(zip(texts, lg, strict=True)):
+            scores = pg[index] if isinstance(pg, list) else None
+            verdict: LlamaGuardResult | GuardError
             if isinstance(outcome, list):
-                scores = pg[index] if isinstance(pg, list) else None
-                results.append(moderation_result(mapping, outcome[0], scores))
-                continue
-            error = _moderation_failure(outcome, index if listed else None)
-            log.warning("request %s: llama_guard failed on input %d: %s: %s", ctx.request_id, index,
-                        error.kind, error.message)
-            observe_moderation_failure(ctx, error, on_error)
-            results.append(failed_result(mapping, error, on_error))
+                verdict = outcome[0]
+                result = moderation_result(mapping, verdict, scores)
+            else:
+                verdict = _moderation_failure(outcome, index if listed else None)
+                log.warning("request %s: llama_guard failed on input %d: %s: %s", ctx.request_id, index,
+                            verdict.kind, verdict.message)
+                observe_moderation_failure(ctx, verdict, on_error)
+                result = failed_result(mapping, verdict, on_error)
+            results.append(result)
+            records.append(moderation_record(ctx, policy, mapping, index=index, text=text, result=result,
+                                             judged=verdict, prompt_guard=scores, on_error=on_error,
+                                             check_ms=check_ms))
+        await self.guardrail.audit.append_async(records)  # the chat's writer: committed first
         model = next((o[0].model.model for o in lg if isinstance(o, list)), "llama-guard")
         return ModerationResponse(model=model, results=results)
 

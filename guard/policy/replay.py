@@ -3,7 +3,8 @@
 The input is the audit log's JSONL export: one ``guard.types.AuditRecord`` per line. Each record
 keeps the guard scores (``results``), the ``direction`` and the ``decision`` taken then; replay
 calls ``decide(new_policy, direction, results)`` and compares. ``stream_window`` records are
-output checks; ``review`` records are skipped (a person decided those).
+output checks; ``review`` records are skipped (a person decided those), and so are ``moderation``
+records (``/v1/moderations`` reports Llama Guard's codes; no policy category decided them).
 
 What replay cannot know: what the new policy would have *scanned* differently (a longer context
 window, a source the old policy did not scan, a category excluded from the old prompt). It judges

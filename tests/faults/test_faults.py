@@ -137,11 +137,15 @@ def test_an_unavailable_audit_store_journals_and_replays_every_record(fault_gate
     try:
         response = chat(fault_gateway, "hello while the store is away")
         assert response.status_code == 200
+        moderated = httpx.post(f"{fault_gateway.url}/v1/moderations", json={"input": ["hello", "hi"]}, timeout=60)
+        assert moderated.status_code == 200 and len(moderated.json()["results"]) == 2
         assert metric("guard_audit_write_failures_total", kind="store_unavailable") >= 1
-        assert metric("guard_audit_records_total", sink="journal") >= 2  # input and output records
+        # input and output records of the chat, one record per moderation input
+        assert metric("guard_audit_records_total", sink="journal") >= 4
     finally:
         os.rename(away, fault_gateway.audit_file)
-    _wait(lambda: len(fault_gateway.records(response.headers["x-request-id"])) >= 2,
+    _wait(lambda: len(fault_gateway.records(response.headers["x-request-id"])) >= 2
+          and len(fault_gateway.records(moderated.headers["x-request-id"])) == 2,
           "the journaled records were not replayed into the store", timeout=30)
     recovered(fault_gateway)
 
