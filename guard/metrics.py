@@ -89,6 +89,11 @@ GUARD_ERRORS = Counter(
     "guard_errors_total", "Guard checks that failed, by guard and error kind", ["guard", "kind"]
 )
 GUARD_TIMEOUTS = Counter("guard_timeouts_total", "Guard checks that timed out", ["guard"])
+JUDGEMENT_CACHE = Counter(
+    "guard_judgement_cache_total",
+    "Guard requests answered from the judgement cache (hit) or sent to a model (miss)",
+    ["guard", "result"],
+)
 
 # --------------------------------------------------------------------------- policies
 

@@ -35,6 +35,9 @@ class GuardSettings(BaseSettings):
     # queued when the model is free, so a lone check never waits and batches grow under load by
     # themselves; a few ms can fill GPU batches better under steady, moderate traffic.
     max_wait_ms: float = 0.0
+    # Guard results kept in memory (an LRU) so a request judged before is not judged again: a chat
+    # re-sends its history, whose windows earlier requests judged (guard.executor.cache). 0 = off.
+    judgement_cache_size: int = Field(default=10_000, ge=0)
 
     # ---- executor / Celery
     broker_url: str | None = None

@@ -106,6 +106,9 @@ class LlamaGuardResult(_Strict):
     # Raw generated text, stripped; None when the decode was skipped.
     output: str | None = None
     latency_ms: float = 0.0
+    # Answered from the judgement cache (``guard.executor.cache``): the same request's earlier
+    # result, every other field equal, latency_ms 0 (no model time was spent on this request).
+    cached: bool = False
     # For an extra judgement of a plan (``CheckPlan.llama_guard_extra``: an earlier turn, a reading
     # of a message's text), set by the checks from the plan: the index of the judged message in the
     # checked conversation and what was judged. None for the main judgement of the conversation.
@@ -125,6 +128,8 @@ class PromptGuardResult(_Strict):
     segments: int = 1
     source: MessageSource = "user"
     latency_ms: float = 0.0
+    # Answered from the judgement cache, as ``LlamaGuardResult.cached``.
+    cached: bool = False
     # Index of the scanned message in the checked conversation (set by the checks from the plan;
     # the runner does not know it). Lets a decision name the message that crossed.
     message_index: int | None = None

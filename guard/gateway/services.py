@@ -1,7 +1,8 @@
 """Everything the gateway holds for its lifetime, built once from settings (or given by a test).
 
-``build_services`` opens the policy store, the executor (in-process or Celery), the audit store and
-the upstream pool; ``GatewayServices.start``/``close`` are called by the app's lifespan.
+``build_services`` opens the policy store, the executor (in-process or Celery, behind the judgement
+cache), the audit store and the upstream pool; ``GatewayServices.start``/``close`` are called by
+the app's lifespan.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from guard import metrics
 from guard.audit import AuditStore, open_store
 from guard.executor.base import Executor, create_executor
+from guard.executor.cache import CachingExecutor
 from guard.gateway.config import GatewayConfig, load_config
 from guard.gateway.moderation import DEFAULT_MAP, ModerationMap, load_moderation_map
 from guard.gateway.upstream import UpstreamPool
@@ -63,7 +65,8 @@ def build_services(settings: GuardSettings, *, moderation_map: Path = DEFAULT_MA
     config: GatewayConfig = load_config(settings.config_file, settings)
     policies = PolicyStore(settings.policies_dir, default_id=settings.default_policy)
     audit = open_store(settings.audit_url, settings=settings)
-    executor = create_executor(settings)
+    # Behind the judgement cache (GUARD_JUDGEMENT_CACHE_SIZE): a re-sent history is not judged again.
+    executor = CachingExecutor.wrap(create_executor(settings), settings)
     return GatewayServices(
         settings=settings,
         config=config,
