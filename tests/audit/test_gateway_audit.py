@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -192,7 +193,9 @@ def test_a_moderation_under_retention_none_leaves_no_text(audited):
 
 def test_a_moderation_guard_failure_is_recorded_with_its_status_and_on_error(audited):
     for policy, flagged, on_error in (("slow-guard", True, "block"), ("slow-guard-open", False, "allow")):
-        answer = moderate(audited, ["hello there"], f"gw-moderation-{policy}", policy=policy).json()
+        # a text never judged before: the gateway's judgement cache answers a repeated one at once
+        text = f"hello there, {uuid.uuid4().hex}"
+        answer = moderate(audited, [text], f"gw-moderation-{policy}", policy=policy).json()
         assert answer["results"][0]["guard"]["status"] == "timeout"
         [record] = stored(audited, f"gw-moderation-{policy}")
         assert record.guard_status == "timeout" == record.decision.guard_status
