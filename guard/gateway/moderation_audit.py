@@ -90,7 +90,8 @@ def _reasons(judged: LlamaGuardResult | GuardError, on_error: Action) -> list[Re
     if isinstance(judged, GuardTimeout):
         return [Reason(kind="guard_error", action=on_error, detail="llama_guard timed out")]
     if isinstance(judged, GuardError):
-        return [Reason(kind="guard_error", action=on_error, detail=f"llama_guard: {judged.kind}: {judged.message}")]
+        detail = f"llama_guard: {judged.kind}: {judged.message}"
+        return [Reason(kind="guard_error", action=on_error, detail=detail)]
     return [
         Reason(kind="category", action=Action.FLAG, code=code, score=judged.category_scores.get(code))
         for code in judged.categories

@@ -53,7 +53,8 @@ def moderate(gateway: Gateway, inputs: list[str], request_id: str, policy: str |
     headers = {"authorization": f"Bearer {KEYS['acme']}", "x-request-id": request_id}
     if policy:
         headers["x-guard-policy"] = policy
-    response = httpx.post(f"{gateway.base_url}/moderations", json={"input": inputs}, headers=headers, timeout=60)
+    response = httpx.post(f"{gateway.base_url}/moderations", json={"input": inputs}, headers=headers,
+                          timeout=60)
     assert status is None or response.status_code == status, response.text
     return response
 
@@ -167,10 +168,12 @@ def test_each_moderation_input_is_one_record_of_what_was_answered(audited):
         assert moderation.input_index == index and moderation.flagged is result["flagged"]
         assert moderation.categories == [key for key, on in result["categories"].items() if on]
         assert moderation.category_scores == result["category_scores"]
-        assert moderation.mapping_version == result["guard"]["mapping_version"] and moderation.on_error is None
+        assert moderation.mapping_version == result["guard"]["mapping_version"]
+        assert moderation.on_error is None
         assert record.results.llama_guard.categories == result["guard"]["categories"]
         assert record.results.llama_guard.unsafe_score == result["guard"]["unsafe_score"]
-        assert record.results.prompt_guard[0].jailbreak_score == result["guard"]["prompt_guard"]["jailbreak_score"]
+        [scanned] = record.results.prompt_guard
+        assert scanned.jailbreak_score == result["guard"]["prompt_guard"]["jailbreak_score"]
     safe, flagged = records
     assert safe.decision.action.value == "allow" and safe.decision.reasons == []
     assert flagged.decision.action.value == "flag" and flagged.moderation.flagged
@@ -215,9 +218,11 @@ def test_a_moderation_is_not_answered_when_its_records_cannot_be_committed(audit
     finally:
         raw_execute(audited.audit_url, "ALTER TABLE audit_records_away RENAME TO audit_records")
     deadline = time.monotonic() + 15
-    while (answer := moderate(audited, ["hello there"], "gw-moderation-back", status=None)).status_code != 200:
-        assert time.monotonic() < deadline, answer.text  # the store is retried after its back-off
+    back = moderate(audited, ["hello there"], "gw-moderation-back", status=None)
+    while back.status_code != 200:  # the store is tried again after its back-off
+        assert time.monotonic() < deadline, back.text
         time.sleep(0.3)
+        back = moderate(audited, ["hello there"], "gw-moderation-back", status=None)
     assert stored(audited, "gw-moderation-down") == []
     assert [r.direction for r in stored(audited, "gw-moderation-back")] == ["moderation"]
     assert verify(audited).ok

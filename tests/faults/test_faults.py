@@ -137,7 +137,8 @@ def test_an_unavailable_audit_store_journals_and_replays_every_record(fault_gate
     try:
         response = chat(fault_gateway, "hello while the store is away")
         assert response.status_code == 200
-        moderated = httpx.post(f"{fault_gateway.url}/v1/moderations", json={"input": ["hello", "hi"]}, timeout=60)
+        moderated = httpx.post(f"{fault_gateway.url}/v1/moderations", json={"input": ["hello", "hi"]},
+                               timeout=60)
         assert moderated.status_code == 200 and len(moderated.json()["results"]) == 2
         assert metric("guard_audit_write_failures_total", kind="store_unavailable") >= 1
         # input and output records of the chat, one record per moderation input
