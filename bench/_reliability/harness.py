@@ -40,11 +40,13 @@ def demo_models() -> Any:
 
 
 def write_policies(directory: Path, *, timeout_ms: int = 60_000) -> Path:
-    """``policies/default.yaml`` (timeouts raised) and ``fail-open`` extending it."""
+    """``policies/default.yaml`` (timeouts raised, system messages trusted) and ``fail-open`` extending it."""
     directory.mkdir(parents=True, exist_ok=True)
     data = yaml.safe_load((REPO / "policies" / "default.yaml").read_text(encoding="utf-8"))
     for guard in ("llama_guard", "prompt_guard"):
         data["guards"][guard]["timeout_ms"] = timeout_ms
+    # The faulty upstream is scripted by system messages: here they are the operator's own text.
+    data["judged_text"]["system"] = "trusted"
     (directory / "default.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     (directory / "fail-open.yaml").write_text(FAIL_OPEN, encoding="utf-8")
     return directory

@@ -163,7 +163,8 @@ def _wait(condition, message: str, timeout: float = 15.0) -> None:
 def test_a_payload_split_across_two_stream_windows_is_judged_whole(fault_gateway):
     """The hazard word cut between the last piece of one 200-piece window and the first of the next:
     the next window is judged with the previous one's last 50 pieces, so it sees the whole word."""
-    pieces = ["w "] * 199 + ["zor", "blax", " at", " home"]  # window 0 ends in " zor", window 1 starts "blax"
+    story = "I baked fresh bread with my sister at home this weekend and we planted tomatoes in the garden .".split()
+    pieces = [f"{story[i % len(story)]} " for i in range(199)] + ["zor", "blax", " at", " home"]
     messages = [{"role": "system", "content": "[[chunks:" + "|".join(pieces) + "]]"},
                 {"role": "user", "content": "tell me a story"}]
     response = chat(fault_gateway, "", stream=True, messages=messages)

@@ -14,13 +14,6 @@ from pathlib import Path
 
 # Made-up hazard word -> the Llama Guard code the demo model answers for it.
 HAZARD_CODES: dict[str, str] = {"zorblax": "S9", "quintrex": "S1", "vorpalite": "S10"}
-#: Pieces of the hazard words (``zor``, ``blax``, ...). A stream window can end or start in the
-#: middle of a word; the demo models learn that a piece alone is harmless, so that a test of
-#: window overlap shows the overlap at work and not a model that flags any piece.
-HAZARD_FRAGMENTS: list[str] = sorted(
-    {word[:k] for word in HAZARD_CODES for k in range(3, len(word) - 1)}
-    | {word[k:] for word in HAZARD_CODES for k in range(2, len(word) - 2)}
-)
 
 NOUNS = [
     "bread",
@@ -211,12 +204,7 @@ class TextSource:
         """Loose words and tokens, like a window cut out of a streamed reply."""
         r = self.rng
         pool = VERBS + PEOPLE + PLACES + [n.split()[-1] for n in NOUNS] + [f"w{i}" for i in range(10)]
-        words = [r.choice(pool) for _ in range(r.randint(2, 12))]
-        if r.random() < 0.5:  # a window cut through a hazard word, glued to what came before
-            fragment = r.choice(HAZARD_FRAGMENTS)
-            glued = "w" * r.randint(0, 40) + fragment if r.random() < 0.5 else fragment
-            words.insert(r.randint(0, len(words)), glued)
-        return " ".join(words)
+        return " ".join(r.choice(pool) for _ in range(r.randint(2, 12)))
 
     def benign_reply(self) -> str:
         return self.fill(self.rng.choice(_REPLIES))
