@@ -3,6 +3,8 @@
 * GuardError                 -- base class; never raised itself
   + BadInput                 -- the caller sent something invalid (HTTP 400, CLI exit 2)
     - PolicyNotFound         -- a policy id that does not exist or is not the caller's (HTTP 404)
+    - Conflict               -- contradicts what is stored: a second verdict on one escalation
+                                (HTTP 409, CLI exit 2)
   + ConfigError              -- bad settings or policy file (process refuses to start, CLI exit 2)
   + ModelUnavailable         -- weights not reachable, worker down, broker down (HTTP 503)
   + GuardTimeout             -- a check did not finish in time (HTTP 504)
@@ -44,6 +46,14 @@ class BadInput(GuardError):
 class PolicyNotFound(BadInput):
     kind = "policy_not_found"
     http_status = 404
+
+
+class Conflict(BadInput):
+    """The request contradicts what the audit store already holds (a verdict on an escalation
+    that has one): refused by the store itself, so two gateways cannot both succeed."""
+
+    kind = "conflict"
+    http_status = 409
 
 
 class ConfigError(GuardError):

@@ -1,9 +1,12 @@
 """The review queue: records whose action is ``escalate`` wait for a human verdict.
 
-An item is open while no review record points at it. A verdict is itself an audit record in the
-same tenant's chain: ``direction="review"``, ``ref_id`` = the escalated record, ``review`` =
-``{"verdict", "note", "reviewer", "original_action"}``, no content (``retention="none"``, the
-original's content hash). Its decision keeps the original's policy and direction; the action is
+An item is open while no review record points at it, and gets one verdict: the store refuses a
+second one (``Conflict``: HTTP 409, CLI exit 2), also when two reviewers on two gateways submit
+theirs at the same moment (``audit_reviews``, see ``guard.audit.schema``); while the store is down
+a verdict is refused, never journaled. A verdict is itself an audit record in the same tenant's
+chain: ``direction="review"``, ``ref_id`` = the escalated record, ``review`` = ``{"verdict",
+"note", "reviewer", "original_action"}``, no content (``retention="none"``, the original's content
+hash). Its decision keeps the original's policy and direction; the action is
 the original one when the verdict is ``confirm`` and ``allow`` when it is ``overturn``.
 
 ``guard policy replay`` should skip ``direction == "review"`` records: they carry no guard results.
@@ -15,7 +18,7 @@ from typing import Literal
 
 from guard.audit.record import is_open_escalation, new_record_id
 from guard.audit.store import AuditFilters, AuditStore
-from guard.errors import BadInput
+from guard.errors import BadInput, Conflict
 from guard.types import Action, AuditRecord, GuardResults
 
 Verdict = Literal["confirm", "overturn"]
@@ -74,7 +77,8 @@ def decide(
     reviewer: str | None = None,
     tenant: str | None = None,
 ) -> AuditRecord:
-    """Record a verdict on an open escalation; returns the stored review record.
+    """Record a verdict on an open escalation; returns the stored review record. ``Conflict`` when
+    it has one already (found here, or refused by the store when another verdict won the race).
 
     ``tenant`` restricts the lookup (an HTTP admin key of one tenant must not review another's).
     """
@@ -89,5 +93,5 @@ def decide(
         )
     earlier = store.query(AuditFilters(ref_id=record_id, direction="review", limit=1))
     if earlier:
-        raise BadInput(f"record {record_id} was already reviewed (review record {earlier[0].id})", param="id")
+        raise Conflict(f"record {record_id} was already reviewed (review record {earlier[0].id})", param="id")
     return store.append([review_record(original, verdict, note, reviewer)])[0]

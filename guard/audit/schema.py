@@ -4,10 +4,19 @@ The body of each record (canonical JSON, see ``guard.audit.chain``) is the truth
 of ``audit_records`` and the rows of ``audit_record_categories`` are copies kept for filtering and
 are checked against the body by ``verify``.
 
+``audit_reviews`` holds one row per reviewed escalation (its id is the key): a review record is
+inserted only with its row, in the same transaction, so a second verdict on one escalation is
+refused by the store itself, whichever process submits it (see ``guard.audit.review``).
+
 ``schema_version`` holds one row: the number of migrations applied. Pending migrations run in
 order inside one transaction (DDL is transactional on both backends), under a lock (a PostgreSQL
 advisory lock; SQLite's write lock), so several processes may start against the same store at
 once. Add a migration by appending to ``MIGRATIONS``; never edit one that has shipped.
+
+1. the records, their category rows, chain heads and prune checkpoints;
+2. ``audit_reviews``, filled from the review records already stored: the first review of each
+   escalation claims it (a store written before 2 may hold a later duplicate: it stays in the
+   chain, unclaimed).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     select,
     text,
 )
@@ -99,12 +109,34 @@ checkpoints = Table(
 )
 
 
+reviews = Table(
+    "audit_reviews",
+    metadata,
+    Column("ref_id", String(64), primary_key=True),  # the escalated record
+    Column("record_id", String(64), nullable=False),  # its review record
+)
+
+
 def _v1(conn: Connection) -> None:
     for table in (records, record_categories, heads, checkpoints):
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+def _v2(conn: Connection) -> None:
+    reviews.create(conn)
+    first = records.alias("first")
+    earliest = (
+        select(func.min(first.c.pk))
+        .where(first.c.direction == "review", first.c.ref_id == records.c.ref_id)
+        .scalar_subquery()
+    )
+    claims = select(records.c.ref_id, records.c.id).where(
+        records.c.direction == "review", records.c.ref_id.is_not(None), records.c.pk == earliest
+    )
+    conn.execute(reviews.insert().from_select(["ref_id", "record_id"], claims))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 LATEST = len(MIGRATIONS)
 
 

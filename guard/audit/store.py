@@ -12,6 +12,11 @@ After a failure the store is left alone for ``retry_interval_s`` (records go str
 journal), then tried again; the first successful transaction replays the journal first, so chain
 order is acceptance order. Without traffic, the writer thread retries the replay every
 ``replay_interval_s``; a store opened over a non-empty journal replays it the same way.
+
+A review record claims its escalation (``audit_reviews``) in the transaction that inserts it: a
+second verdict on the same escalation is refused with ``Conflict``, also when two processes submit
+theirs at the same moment. Reviews are never journaled (only the store can tell whether the
+escalation already has a verdict): while the store is down they fail with ``AuditUnavailable``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 from typing import Protocol, TextIO, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Connection, and_, bindparam, exists, func, select, text
+from sqlalchemy import Connection, Executable, and_, bindparam, exists, func, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from guard import metrics
@@ -37,7 +42,7 @@ from guard.audit.journal import Journal
 from guard.audit.rows import category_rows, naive_utc, row_values
 from guard.audit.verify import VerifyReport, latest_checkpoint, verify_all, verify_tenant
 from guard.audit.writer import Batch, GroupCommitWriter
-from guard.errors import AuditUnavailable
+from guard.errors import AuditUnavailable, Conflict
 from guard.types import Action, AuditDirection, AuditRecord
 
 log = logging.getLogger(__name__)
@@ -198,20 +203,20 @@ class SqlAuditStore:
 
     def _fallback(self, batches: list[Batch], why: str) -> list[Batch | BaseException]:
         metrics.AUDIT_WRITE_FAILURES.labels("store_unavailable").inc()
+        error = AuditUnavailable(f"audit store unavailable: {why}")
         if self._journal is None:
-            error = AuditUnavailable(f"audit store unavailable: {why}")
             return [error] * len(batches)
-        flat = [r for b in batches for r in b]
-        try:
-            self._journal.append(flat)
-        except AuditUnavailable as exc:
-            metrics.AUDIT_WRITE_FAILURES.labels("journal_unavailable").inc()
-            return [exc] * len(batches)
-        metrics.AUDIT_RECORDS.labels("journal").inc(len(flat))
-        log.warning(
-            "audit store unavailable (%s): %d record(s) journaled to %s", why, len(flat), self._journal.path
-        )
-        return list(batches)
+        flat = [r for b in batches if not _review_refs(b) for r in b]  # reviews: the store or nothing
+        if flat:
+            try:
+                self._journal.append(flat)
+            except AuditUnavailable as exc:
+                metrics.AUDIT_WRITE_FAILURES.labels("journal_unavailable").inc()
+                return [exc] * len(batches)
+            metrics.AUDIT_RECORDS.labels("journal").inc(len(flat))
+            log.warning("audit store unavailable (%s): %d record(s) journaled to %s",
+                        why, len(flat), self._journal.path)
+        return [error if _review_refs(b) else b for b in batches]
 
     def _insert_batches(self, batches: list[Batch]) -> list[Batch | BaseException]:
         try:
@@ -232,10 +237,33 @@ class SqlAuditStore:
             with self._write() as conn:
                 return _chain_and_insert(conn, batch)
         except IntegrityError as exc:
+            conflict = self._review_conflict(batch)
+            if conflict is not None:
+                return conflict
             metrics.AUDIT_WRITE_FAILURES.labels("rejected").inc()
             return AuditUnavailable(f"audit store refused the record(s) (duplicate id?): {_short(exc)}")
         except (SQLAlchemyError, OSError) as exc:
             return AuditUnavailable(f"audit store unavailable: {_short(exc)}")
+
+    def _review_conflict(self, batch: Batch) -> Conflict | None:
+        """The refusal of a review whose escalation another review has already claimed, if that is
+        why ``batch`` was refused."""
+        refs = _review_refs(batch)
+        if not refs:
+            return None
+        table = schema.reviews
+        try:
+            with _txn(self._engine, immediate=False, wrap=False) as conn:
+                taken = conn.execute(
+                    select(table.c.ref_id, table.c.record_id).where(table.c.ref_id.in_(refs))
+                ).first()
+        except (SQLAlchemyError, OSError):
+            return None
+        if taken is None:
+            return None
+        return Conflict(
+            f"record {taken.ref_id} was already reviewed (review record {taken.record_id})", param="id"
+        )
 
     def _replay_or_down(self) -> None:
         try:
@@ -251,7 +279,9 @@ class SqlAuditStore:
             present = set(
                 conn.execute(select(table.c.id).where(table.c.id.in_([r.id for r in records]))).scalars()
             )
-            _chain_and_insert(conn, [r for r in records if r.id not in present])
+            # a review journaled before reviews claimed their escalation is kept even if another
+            # claimed it first: it was acknowledged, and the chain keeps what happened
+            _chain_and_insert(conn, [r for r in records if r.id not in present], claim=_CLAIM_IF_FREE)
         metrics.AUDIT_RECORDS.labels("store").inc(len(records) - len(present))
 
     # ------------------------------------------------------------------ reads
@@ -354,6 +384,7 @@ class SqlAuditStore:
             ).one()
             doomed = select(table.c.id).where(table.c.tenant == tenant, table.c.seq <= last_pruned)
             conn.execute(cats.delete().where(cats.c.record_id.in_(doomed)))
+            conn.execute(schema.reviews.delete().where(schema.reviews.c.record_id.in_(doomed)))
             removed = conn.execute(
                 table.delete().where(table.c.tenant == tenant, table.c.seq <= last_pruned)
             ).rowcount
@@ -438,8 +469,12 @@ def _wrap_errors(what: str) -> Iterator[None]:
         raise AuditUnavailable(f"audit store unavailable ({what}): {_short(exc)}") from exc
 
 
-def _chain_and_insert(conn: Connection, records: list[AuditRecord]) -> list[AuditRecord]:
-    """Chain ``records`` after their tenants' heads and insert them (caller holds the transaction)."""
+def _chain_and_insert(
+    conn: Connection, records: list[AuditRecord], *, claim: Executable | None = None
+) -> list[AuditRecord]:
+    """Chain ``records`` after their tenants' heads and insert them (caller holds the transaction);
+    each review record claims its escalation with ``claim`` (default: a plain insert, so a claimed
+    escalation raises ``IntegrityError``)."""
     if not records:
         return []
     tenants = sorted({r.tenant for r in records})
@@ -458,7 +493,15 @@ def _chain_and_insert(conn: Connection, records: list[AuditRecord]) -> list[Audi
     if categories:
         conn.execute(schema.record_categories.insert(), categories)
     conn.execute(_SET_HEAD, [{"t": t, "s": s, "h": h, "r": r} for t, (s, h, r) in state.items()])
+    claims = [{"ref_id": r.ref_id, "record_id": r.id} for r in records
+              if r.direction == "review" and r.ref_id]
+    if claims:
+        conn.execute(_CLAIM if claim is None else claim, claims)
     return chained
+
+
+def _review_refs(batch: Sequence[AuditRecord]) -> list[str]:
+    return [r.ref_id for r in batch if r.direction == "review" and r.ref_id]
 
 
 # The statements of every commit, built once (building one costs about as much as running it).
@@ -478,6 +521,11 @@ _SET_HEAD = (
     schema.heads.update()
     .where(schema.heads.c.tenant == bindparam("t"))
     .values(seq=bindparam("s"), hash=bindparam("h"), record_id=bindparam("r"))
+)
+_CLAIM = schema.reviews.insert()
+_CLAIM_IF_FREE = text(
+    f"INSERT INTO {schema.reviews.name} (ref_id, record_id) VALUES (:ref_id, :record_id) "
+    "ON CONFLICT (ref_id) DO NOTHING"
 )
 _BODY = select(schema.records.c.body, schema.records.c.hash)
 

@@ -1,9 +1,9 @@
 """The one error mapper: every failure leaves the gateway as OpenAI's error shape.
 
 ``{"error": {"message", "type", "param", "code"}}`` with the status the ``GuardError`` subclass
-names (400 bad input, 401 key, 404 policy, 413 body, 422 schema, 502 upstream, 503 unavailable,
-504 timeout). Anything unexpected is logged here with its traceback and answered with a plain 500
-that carries the request id, never the traceback.
+names (400 bad input, 401 key, 404 policy, 409 conflict, 413 body, 422 schema, 502 upstream,
+503 unavailable, 504 timeout). Anything unexpected is logged here with its traceback and answered
+with a plain 500 that carries the request id, never the traceback.
 """
 
 from __future__ import annotations

@@ -152,6 +152,9 @@ def test_review_list_and_decide(log, guard):
     assert guard("review", "list", "--json", "--store", url).stdout == ""
     bad = guard("review", "decide", records[3].id, "--verdict", "perhaps", "--store", url)
     assert bad.returncode == 2 and "confirm or overturn" in bad.stderr
+    again = guard("review", "decide", records[3].id, "--verdict", "overturn", "--store", url)
+    assert again.returncode == 2 and again.stderr.startswith("guard: conflict: record ")
+    assert review.id in again.stderr and "Traceback" not in again.stderr and again.stdout == ""
 
 
 def test_a_missing_store_is_one_line_not_a_new_empty_log(tmp_path, guard):

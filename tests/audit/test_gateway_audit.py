@@ -147,7 +147,9 @@ def test_a_review_over_http_lands_in_the_same_chain(audited):
     assert review.review["verdict"] == "confirm"
     assert escalated.id not in queue()
     again = httpx.post(url, json={"verdict": "overturn"}, headers=ADMIN, timeout=30)
-    assert again.status_code == 400 and "already reviewed" in again.json()["error"]["message"]
+    error = again.json()["error"]
+    assert again.status_code == 409 and error["code"] == "conflict" and error["param"] == "id", again.text
+    assert error["type"] == "invalid_request_error" and f"review record {review.id}" in error["message"]
     assert verify(audited).ok
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from guard.audit import AuditFilters
 from guard.gateway.auth import Principal
 from guard.gateway.context import RequestContext
-from guard.gateway.protocol import GuardCheckRequest, GuardCheckResponse
+from guard.gateway.protocol import ErrorResponse, GuardCheckRequest, GuardCheckResponse
 from guard.gateway.routes.deps import ERRORS, context, gateway, principal
 from guard.types import Action, AuditDirection
 
@@ -65,9 +65,10 @@ async def review_queue(
     return {"object": "list", "data": [r.model_dump(mode="json") for r in records]}
 
 
-@router.post("/v1/guard/review/{record_id}", responses=ERRORS)
+@router.post("/v1/guard/review/{record_id}", responses={**ERRORS, 409: {"model": ErrorResponse}})
 async def review(
     record_id: str, body: ReviewRequest, request: Request, caller: Principal = Depends(principal)
 ) -> dict[str, Any]:
+    """A verdict on an open escalation: 409 ``conflict`` when it has one (one verdict per item)."""
     record = await gateway(request).review(caller, record_id, body.verdict, body.note)
     return record.model_dump(mode="json")
