@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -161,3 +162,11 @@ def test_migration_from_schema_1_claims_the_first_verdict_of_each_escalation(sto
         assert store.verify().ok
     finally:
         store.close()
+
+
+def test_pruning_a_reviewed_escalation_drops_its_claim(store):
+    [escalated] = store.append([record("quintrex?", action=Action.ESCALATE, categories=["S1"])])
+    decide(store, escalated.id, "confirm")
+    report = store.prune(datetime.now(timezone.utc) + timedelta(days=1))
+    assert report.pruned == {"acme": 2}
+    assert raw_execute(store.url, "SELECT ref_id FROM audit_reviews") == [] and store.verify().ok
