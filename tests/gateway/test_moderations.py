@@ -44,10 +44,12 @@ def test_text_parts_are_one_input(client):
 def test_a_guard_failure_is_a_result_decided_by_the_policys_on_error(gateway):
     """Regression (HTTP fuzz: 502 ``malformed_output``): a guard failing on an input is that
     input's result, never a 5xx. ``slow-guard`` gives Llama Guard 1 ms, so every check fails;
-    its ``on_error`` (block: fail closed) flags the input, the fail-open variant does not."""
+    its ``on_error`` (block: fail closed) flags the input, the fail-open variant does not. The
+    inputs are this test's own: one another test had judged would be answered from the judgement
+    cache, in time."""
     answers = {}
     for policy in ("slow-guard", "slow-guard-open"):
-        response = httpx.post(f"{gateway.base_url}/moderations", json={"input": ["hello there", "zorblax"]},
+        response = httpx.post(f"{gateway.base_url}/moderations", json={"input": ["hello there, slowly", "zorblax, slowly"]},
                               headers={**AUTH, "x-guard-policy": policy}, timeout=60)
         assert response.status_code == 200, response.text
         answers[policy] = response.json()["results"]
