@@ -126,7 +126,10 @@ async def _run_cases(policy, cases_file, settings, timeout: float):
     executor = InProcessExecutor.from_settings(settings)
     family = settings.family or (DEMO_LLAMA_GUARD_FAMILY if not settings.llama_guard else None)
     try:
-        # Policy tests judge decisions, not latency: one generous timeout (first use loads models).
+        # Policy tests judge decisions, not latency: the models load before the first case, so a
+        # slow load is not a timed-out check.
+        for loading in executor.warm_up():
+            await asyncio.to_thread(loading.join)
         return await run_cases(policy, cases_file, lambda plan: run_checks(executor, plan, timeout), family=family)
     finally:
         executor.close()

@@ -7,6 +7,8 @@ started is cancelled (dropped from its batch); one already running finishes and 
 
 from __future__ import annotations
 
+import threading
+
 import asyncio
 from collections.abc import Sequence
 from typing import Any
@@ -41,10 +43,10 @@ class InProcessExecutor:
     async def status(self) -> list[WorkerStatus]:
         return [self.models.status(kind, worker=WORKER_NAME) for kind in KINDS]
 
-    def warm_up(self) -> None:
-        """Start loading both models in the background (the first checks then wait less)."""
-        for kind in KINDS:
-            self.models.warm_up(kind)
+    def warm_up(self) -> list[threading.Thread]:
+        """Start loading both models in the background (the first checks then wait less); join the
+        returned threads to wait for the loads (a failed load is reported by ``status``)."""
+        return [self.models.warm_up(kind) for kind in KINDS]
 
     def close(self) -> None:
         self.models.close()
