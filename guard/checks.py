@@ -2,7 +2,10 @@
 
 A guard that fails or times out is recorded in ``GuardResults.errors`` (``"<kind>: <message>"``,
 the ``GuardError`` kind) or ``GuardResults.timeouts``; the policy's ``on_error`` decides later what
-that means. Only cancellation (the caller went away) propagates.
+that means. Two things propagate: cancellation (the caller went away), and ``ContextOverflow``, a
+conversation longer than the Llama Guard model reads under a policy with ``context.overflow:
+refuse`` (the plan carries the choice): the input is the cause, not the guard, so the caller gets
+the typed error (HTTP 400, CLI exit 2) instead of an ``on_error`` decision.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from guard import metrics
-from guard.errors import GuardError, GuardTimeout
+from guard.errors import ContextOverflow, GuardError, GuardTimeout
 from guard.executor.base import Executor
 from guard.policy.plan import CheckPlan
 from guard.types import GuardResults
@@ -47,7 +50,7 @@ async def run_checks(executor: Executor, plan: CheckPlan, timeouts: Timeouts = N
     outcomes = await asyncio.gather(*jobs.values(), return_exceptions=True)
     fields: dict[str, Any] = {"errors": {}, "timeouts": []}
     for name, outcome in zip(jobs, outcomes):
-        if isinstance(outcome, asyncio.CancelledError):
+        if isinstance(outcome, (asyncio.CancelledError, ContextOverflow)):
             raise outcome
         if isinstance(outcome, GuardTimeout):
             fields["timeouts"].append(name)

@@ -5,6 +5,8 @@
     - PolicyNotFound         -- a policy id that does not exist or is not the caller's (HTTP 404)
     - Conflict               -- contradicts what is stored: a second verdict on one escalation
                                 (HTTP 409, CLI exit 2)
+    - ContextOverflow        -- a conversation longer than the model reads, where the policy says
+                                ``context.overflow: refuse`` (HTTP 400, CLI exit 2)
   + ConfigError              -- bad settings or policy file (process refuses to start, CLI exit 2)
   + ModelUnavailable         -- weights not reachable, worker down, broker down (HTTP 503)
   + GuardTimeout             -- a check did not finish in time (HTTP 504)
@@ -54,6 +56,15 @@ class Conflict(BadInput):
 
     kind = "conflict"
     http_status = 409
+
+
+class ContextOverflow(BadInput):
+    """The conversation does not fit the Llama Guard model's context and was not to be split. The
+    caller's input is the cause, so this is not a guard failure: it is answered, never decided by
+    ``on_error`` (the kind is OpenAI's code for the same condition)."""
+
+    kind = "context_length_exceeded"
+    http_status = 400
 
 
 class ConfigError(GuardError):

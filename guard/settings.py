@@ -25,6 +25,9 @@ class GuardSettings(BaseSettings):
     family: str | None = None  # llama-guard-3-1b, llama-guard-3-8b, llama-guard-4, ...
     prompt_guard: str = ""
     prompt_guard_revision: str | None = None
+    # Overlap of consecutive Prompt Guard segments of a long text, in the family's unit (PG2 tokens,
+    # default 64; PG1 characters, default 128), so a phrase across a boundary is scanned whole.
+    prompt_guard_overlap: int | None = None
     dtype: DType = "auto"
     device: str = "auto"
     demo_models_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "guard" / "demo-models")

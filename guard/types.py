@@ -19,6 +19,9 @@ Direction = Literal["input", "output"]
 GuardStatus = Literal["ok", "guard_error", "timeout", "not_scanned"]
 # Where a text scanned by Prompt Guard came from: the user, a tool result, or retrieved context.
 MessageSource = Literal["user", "tool", "document"]
+# What Llama Guard does with a conversation longer than its model reads: judge it in pieces that
+# each fit, or refuse it (``ContextOverflow``). Never truncate.
+Overflow = Literal["split", "refuse"]
 
 
 class _Strict(BaseModel):
@@ -64,13 +67,15 @@ Conversation = list[Message]
 class LlamaGuardRequest(_Strict):
     """A conversation to classify. The judged role follows from the last message (user -> User,
     assistant -> Agent). ``categories`` replaces the family's default list (code -> prompt text);
-    ``excluded`` drops codes without renumbering."""
+    ``excluded`` drops codes without renumbering. ``overflow`` is what to do when the prompt is
+    longer than the model reads (see ``guard.models.llama_guard.split``)."""
 
     schema_version: int = SCHEMA_VERSION
     conversation: list[Message]
     categories: dict[str, str] | None = None
     excluded: list[str] = Field(default_factory=list)
     decode: bool = False
+    overflow: Overflow = "split"
 
 
 class PromptGuardRequest(_Strict):
@@ -109,6 +114,13 @@ class LlamaGuardResult(_Strict):
     # Answered from the judgement cache (``guard.executor.cache``): the same request's earlier
     # result, every other field equal, latency_ms 0 (no model time was spent on this request).
     cached: bool = False
+    # How many pieces the conversation was judged in (1 = whole; more when it was longer than the
+    # model reads). Split results combine the pieces: the unsafe score, its pair and the output are
+    # those of the worst piece (``piece``, 0-based), category scores the maximum over the pieces,
+    # categories the union; ``split`` says how the conversation was cut.
+    pieces: int = 1
+    piece: int | None = None
+    split: str | None = None
     # For an extra judgement of a plan (``CheckPlan.llama_guard_extra``: an earlier turn, a reading
     # of a message's text), set by the checks from the plan: the index of the judged message in the
     # checked conversation and what was judged. None for the main judgement of the conversation.

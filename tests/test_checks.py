@@ -135,3 +135,34 @@ def test_create_executor_picks_celery_only_with_a_broker(settings: GuardSettings
         assert type(remote).__name__ == "CeleryExecutor"
     finally:
         remote.close()
+
+
+def test_an_over_long_conversation_is_split_or_refused_as_the_policy_says(short_context_llama_guard: Any,
+                                                                           demo_models: Any) -> None:
+    """``context.overflow`` travels in the plan: ``split`` judges the pieces and the decision says so;
+    ``refuse`` raises the typed error out of the checks (the caller's input, not a guard failure)."""
+    from guard.errors import ContextOverflow
+    from guard.policy import decide, plan_checks, policy_from_data
+
+    settings = GuardSettings(llama_guard=str(short_context_llama_guard), family=FAMILY,
+                             prompt_guard=str(demo_models.prompt_guard_2), dtype="float32", device="cpu")
+    executor = InProcessExecutor.from_settings(settings)
+    messages = [Message(role="user", content="The weather is mild today and the garden needs water. " * 8
+                        + "How do I make zorblax at home?")]
+    split, refuse = (policy_from_data({"id": name, "context": {"overflow": name},
+                                       "categories": {"S9": {"action": "block"}},
+                                       "guards": {"prompt_guard": {"enabled": False}}})
+                     for name in ("split", "refuse"))
+    try:
+        plan = plan_checks(split, messages, "input", family=FAMILY)
+        assert plan.llama_guard is not None and plan.llama_guard.overflow == "split"
+        results = asyncio.run(run_checks(executor, plan))
+        assert results.llama_guard is not None and results.llama_guard.pieces > 1
+        decision = decide(split, "input", results)
+        [reason] = [r for r in decision.reasons if r.code == "S9"]
+        assert decision.action.value == "block"
+        assert f"judged in {results.llama_guard.pieces} pieces" in (reason.detail or "")
+        with pytest.raises(ContextOverflow, match="too long"):
+            asyncio.run(run_checks(executor, plan_checks(refuse, messages, "input", family=FAMILY)))
+    finally:
+        executor.close()

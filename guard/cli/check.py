@@ -5,8 +5,10 @@ Models: ``--llama-guard`` / ``--prompt-guard`` (defaults ``GUARD_LLAMA_GUARD`` /
 When only one of them is set, only that runner runs; when neither is, both demo models run
 (Llama Guard demo and the Prompt Guard 2 demo; they are built on first use).
 
-Llama Guard judges the conversation as a whole (its last message). Prompt Guard scans the text of
-the **last user message** only; which messages a policy scans (user, tool output, documents) is
+Llama Guard judges the conversation as a whole (its last message); one longer than the model reads
+is judged in pieces that each fit (``--overflow split``, the default: the JSON's ``pieces`` and
+``split`` say how) or refused (``--overflow refuse``: exit 2). Prompt Guard scans the text of the
+**last user message** only; which messages a policy scans (user, tool output, documents) is
 decided by the policy layer, not here.
 """
 
@@ -23,7 +25,7 @@ from guard.cli.io import read_stdin_text
 from guard.errors import BadInput
 from guard.messages import parse_messages, parse_messages_json
 from guard.settings import DType, get_settings
-from guard.types import LlamaGuardResult, Message, PromptGuardResult
+from guard.types import LlamaGuardResult, Message, Overflow, PromptGuardResult
 
 _SEGMENT_PREVIEW = 120
 
@@ -55,6 +57,9 @@ def check(
         None, "--dtype", help="auto, float32, bfloat16 or float16 (default: GUARD_DTYPE)"),
     decode: bool = typer.Option(
         False, "--decode", help="always run the greedy decode, so `output` is the raw text"),
+    overflow: str = typer.Option(
+        "split", "--overflow",
+        help="a conversation longer than the Llama Guard model reads: split (judge it in pieces) or refuse"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
     broker: str | None = typer.Option(
         None, "--broker",
@@ -64,12 +69,12 @@ def check(
     settings = get_settings()
     family = family or settings.family
     dtype = dtype or settings.dtype
-    _validate_options(family, dtype)
+    _validate_options(family, dtype, overflow)
     conversation = _conversation(text)
     _quiet_transformers()
     if broker or settings.broker_url:
         remote = _check_through_broker(broker or settings.broker_url, conversation, decode, llama_guard,
-                                       prompt_guard)
+                                       prompt_guard, overflow)
         _print(remote, as_json)
         return
     llama_guard = llama_guard or settings.llama_guard or None
@@ -79,7 +84,8 @@ def check(
     plan = _demo_plan() if demo else Plan(llama_guard, prompt_guard)
     report: dict[str, Any] = {}
     if plan.llama_guard:
-        report["llama_guard"] = _run_llama_guard(plan.llama_guard, family, dtype, conversation, decode)
+        report["llama_guard"] = _run_llama_guard(plan.llama_guard, family, dtype, conversation, decode,
+                                                 overflow)
     if plan.prompt_guard and scanned is not None:
         report["prompt_guard"] = _run_prompt_guard(plan.prompt_guard, dtype, scanned)
     _print(report, as_json)
@@ -88,10 +94,13 @@ def check(
 # ---------------------------------------------------------------------- inputs
 
 
-def _validate_options(family: str | None, dtype: str) -> None:
-    """Fail on a bad family or dtype before any model is loaded."""
+def _validate_options(family: str | None, dtype: str, overflow: str) -> None:
+    """Fail on a bad family, dtype or overflow before any model is loaded."""
     if dtype not in get_args(DType):
         raise BadInput(f"unknown dtype {dtype!r} (use {', '.join(get_args(DType))})", param="dtype")
+    if overflow not in get_args(Overflow):
+        raise BadInput(f"unknown overflow {overflow!r} (use {', '.join(get_args(Overflow))})",
+                       param="overflow")
     if family:
         from guard.models.llama_guard.family import get_family
 
@@ -135,14 +144,15 @@ def _demo_plan() -> Plan:
 
 
 def _run_llama_guard(model: str, family: str | None, dtype: str, conversation: list[Message],
-                     decode: bool) -> dict[str, Any]:
+                     decode: bool, overflow: Overflow) -> dict[str, Any]:
     from guard.models.llama_guard.runner import load_llama_guard
     from guard.types import LlamaGuardRequest
 
     settings = get_settings()
     runner = load_llama_guard(model, family=family, revision=settings.llama_guard_revision, dtype=dtype,
                               device=settings.device)
-    [result] = runner.classify([LlamaGuardRequest(conversation=conversation, decode=decode)])
+    request = LlamaGuardRequest(conversation=conversation, decode=decode, overflow=overflow)
+    [result] = runner.classify([request])
     return _llama_guard_json(result)
 
 
@@ -165,6 +175,8 @@ def _llama_guard_json(result: LlamaGuardResult) -> dict[str, Any]:
         "output": result.output,
         "model": result.model.model,
         "family": result.model.family,
+        "pieces": result.pieces,
+        "split": result.split,
     }
 
 
@@ -178,14 +190,14 @@ def _prompt_guard_json(result: PromptGuardResult) -> dict[str, Any]:
 
 
 def _check_through_broker(broker: str, conversation: list[Message], decode: bool, llama_guard: str | None,
-                          prompt_guard: str | None) -> dict[str, Any]:
+                          prompt_guard: str | None, overflow: Overflow) -> dict[str, Any]:
     """Both guards on the workers' models (``--llama-guard``/``--prompt-guard`` pick local models)."""
     from guard.cli.remote import check_through_broker
 
     if llama_guard or prompt_guard:
         raise BadInput("with --broker the workers' models answer: drop --llama-guard/--prompt-guard")
     scanned = next((m.text for m in reversed(conversation) if m.role == "user"), None)
-    lg, pg = check_through_broker(broker, conversation, decode=decode, scanned=scanned)
+    lg, pg = check_through_broker(broker, conversation, decode=decode, scanned=scanned, overflow=overflow)
     report = {"llama_guard": _llama_guard_json(lg)}
     if pg is not None:
         report["prompt_guard"] = _prompt_guard_json(pg)
@@ -219,6 +231,8 @@ def _llama_guard_table(lg: dict[str, Any]) -> list[str]:
     ]
     if lg["output"] is not None:
         rows.append(f"  output        {json.dumps(lg['output'], ensure_ascii=False)}")
+    if lg["pieces"] > 1:
+        rows.append(f"  pieces        {lg['pieces']}: {lg['split']}")
     return rows
 
 

@@ -39,6 +39,7 @@ class ModelSpec:
     dtype: str
     device: str
     demo_dir: str
+    overlap: int | None = None  # Prompt Guard segment overlap (None = the family's default)
 
     @classmethod
     def from_settings(cls, settings: GuardSettings, kind: ModelKind) -> ModelSpec:
@@ -52,6 +53,7 @@ class ModelSpec:
             dtype=settings.dtype,
             device=settings.device,
             demo_dir=str(settings.demo_models_dir),
+            overlap=None if lg else settings.prompt_guard_overlap,
         )
 
     @property
@@ -188,7 +190,8 @@ def _load_prompt_guard(spec: ModelSpec) -> Any:
     from guard.models.prompt_guard import load_prompt_guard
 
     model = str(_demo_paths(spec).prompt_guard_2) if spec.is_demo else spec.model
-    return load_prompt_guard(model, revision=spec.revision, dtype=spec.dtype, device=spec.device)
+    return load_prompt_guard(model, revision=spec.revision, dtype=spec.dtype, device=spec.device,
+                             overlap=spec.overlap)
 
 
 _LOADERS = {"llama_guard": _load_llama_guard, "prompt_guard": _load_prompt_guard}

@@ -7,7 +7,8 @@ Rules, in full:
   the decoded output lists ``c`` and ``unsafe_score >= t``. Equal to the threshold crosses. The rule
   is the category's own entry (with its ``input``/``output`` override), else ``other_categories``;
   excluded codes are never judged. Every crossing is a reason, ``allow`` rules included (they are
-  recorded, they just do not change the action).
+  recorded, they just do not change the action). A conversation judged in pieces (longer than the
+  model reads) says so in the reason's detail.
   Llama Guard's extra judgements (``GuardResults.llama_guard_extra``: other turns of the request,
   readings of a message's text, see ``guard.policy.plan``) are judged the same way, by the rules of
   the direction being decided (the caller sent them), each reason naming its message and reading.
@@ -102,6 +103,8 @@ def _category_reasons(policy: Policy, direction: Direction, result: LlamaGuardRe
             score, basis = result.unsafe_score, "listed in the output; unsafe score"
         else:
             continue
+        if result.pieces > 1:
+            basis += f" (the conversation was judged in {result.pieces} pieces)"
         if result.reading:
             basis += f"; {result.reading} (message {result.message_index})"
         yield Reason(kind="category", action=rule.action, code=code, score=score, threshold=rule.threshold,

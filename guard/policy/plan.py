@@ -161,7 +161,8 @@ def plan_checks(
         categories, excluded = llama_guard_categories(policy, family or lg_settings.family)
 
         def request(shown: Sequence[Message]) -> LlamaGuardRequest:
-            return LlamaGuardRequest(conversation=list(shown), categories=categories, excluded=excluded)
+            return LlamaGuardRequest(conversation=list(shown), categories=categories, excluded=excluded,
+                                     overflow=policy.context.overflow)
 
         lg_indices = _llama_guard_window(policy, conversation, direction, start)
         if lg_indices:

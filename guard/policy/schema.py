@@ -23,7 +23,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from guard.taxonomy import HAZARD_CODES, HAZARDS, check_custom_code
 from guard.errors import BadInput
-from guard.types import Action, Direction, MessageSource, PolicyRef, Role
+from guard.types import Action, Direction, MessageSource, Overflow, PolicyRef, Role
 
 Threshold = Annotated[float, Field(ge=0.0, le=1.0)]
 PolicyMode = Literal["enforce", "shadow"]
@@ -198,6 +198,10 @@ class Context(_Section):
     # the history too), `user` (every user turn), `latest` (the latest user turn; the rest is
     # context). One more Llama Guard prompt per judged turn, all in one executor call.
     judge: JudgeTurns = "all"
+    # A window longer than the Llama Guard model reads: `split` judges it in pieces that each fit
+    # (the worst piece decides), `refuse` answers the request with a `context_length_exceeded`
+    # error (HTTP 400, CLI exit 2). Never truncated.
+    overflow: Overflow = "split"
 
     @field_validator("roles")
     @classmethod

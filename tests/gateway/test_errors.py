@@ -47,6 +47,20 @@ def test_a_body_over_the_limit_is_a_413(client):
     assert_openai_shape(caught.value)
 
 
+def test_a_conversation_longer_than_llama_guard_reads_is_a_400_when_the_policy_refuses_it(gateway, client):
+    """``context.overflow: refuse``: 7 messages of 7,480 characters, about 11,000 tokens, more than the
+    demo Llama Guard's 8,192 positions. (The default, ``split``, judges such a conversation in pieces.)"""
+    sentence = "The weather is mild today and the garden needs water. "
+    messages = [{"role": "user", "content": sentence * 136}] * 7
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="m", messages=messages, extra_headers=policy("refuse-long"))
+    assert caught.value.code == "context_length_exceeded" and "too long" in caught.value.message
+    assert_openai_shape(caught.value)
+    check = httpx.post(f"{gateway.url}/v1/guard/check", json={"messages": messages, "policy": "refuse-long"},
+                       headers={"authorization": f"Bearer {KEYS['acme']}"}, timeout=60)
+    assert check.status_code == 400 and check.json()["error"]["code"] == "context_length_exceeded"
+
+
 def test_a_request_that_does_not_fit_the_schema_is_a_422(client):
     with pytest.raises(openai.UnprocessableEntityError) as caught:
         client.chat.completions.create(model="m", messages="not a list")  # type: ignore[arg-type]

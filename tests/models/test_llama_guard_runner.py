@@ -17,7 +17,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from guard.errors import BadInput, MalformedModelOutput
+from guard.errors import BadInput, ContextOverflow, MalformedModelOutput
 from guard.models.llama_guard.cache import HeaderCache
 from guard.models.llama_guard.prompt import render_prompt
 from guard.models.llama_guard.runner import LlamaGuardRunner, load_llama_guard
@@ -80,6 +80,11 @@ def reference_code_probability(model, tokenizer, text: str, code: str) -> float:
     return math.exp(sum(float(logp[len(prefix) - 1 + j, full[len(prefix) + j]]) for j in range(len(full) - len(prefix))))
 
 
+def prepare(runner: LlamaGuardRunner, batch: list[LlamaGuardRequest]) -> list:
+    """The runner's prepared prompts for ``batch`` (one each: nothing here is split)."""
+    return [item for i, r in enumerate(batch) for item in runner._prepare(i, r)[0]]
+
+
 def requests(decode: bool = True, categories: dict[str, str] | None = None) -> list[LlamaGuardRequest]:
     return [LlamaGuardRequest(conversation=c, decode=decode, categories=categories) for c in CONVERSATIONS]
 
@@ -130,7 +135,7 @@ def test_demo_mixed_length_batch_equals_reference(demo_runner, use_header_cache,
                               use_header_cache=use_header_cache, max_padding=100.0)
     model, tok = runner.model, runner.tokenizer
     batch = requests(decode) + requests(decode, categories=CUSTOM)[:3]  # User/Agent, default/custom lists
-    assert len(runner._batches([runner._prepare(i, r) for i, r in enumerate(batch)])) == 1
+    assert len(runner._batches(prepare(runner, batch))) == 1
     results = runner.score(batch)
     for request, result in zip(batch, results):
         text = reference_text(request)
@@ -205,12 +210,12 @@ def test_batches_are_cut_where_padding_would_grow(random_model):
     model, tok = random_model
     for max_padding, expected_max in ((0.0, 1), (100.0, 5)):
         runner = LlamaGuardRunner(model, tok, family=FAMILY, max_padding=max_padding)
-        prepared = [runner._prepare(i, r) for i, r in enumerate(requests())]  # five different lengths
+        prepared = prepare(runner, requests())  # five different lengths
         batches = runner._batches(prepared)
         assert max(len(b) for b in batches) == expected_max
         assert sorted(p.index for b in batches for p in b) == list(range(5))
     runner = LlamaGuardRunner(model, tok, family=FAMILY, max_batch_size=2, max_padding=100.0)
-    assert [len(b) for b in runner._batches([runner._prepare(i, r) for i, r in enumerate(requests())])] == [2, 2, 1]
+    assert [len(b) for b in runner._batches(prepare(runner, requests()))] == [2, 2, 1]
 
 
 def test_header_cache_is_bounded():
@@ -287,13 +292,21 @@ def test_random_model_output_is_a_typed_error(random_model):
         runner.classify(requests(decode=False)[:1])  # first token is not "\n\n": decoded, not assumed safe
 
 
-def test_conversation_longer_than_the_model_reads_is_bad_input(random_model):
+def test_conversation_longer_than_the_model_reads_is_refused_or_split(random_model):
+    """(Splitting on the demo model: ``test_overflow``.) A piece answered off-format fails the
+    whole request: no piece is skipped."""
     model, tok = random_model
     runner = LlamaGuardRunner(model, tok, family=FAMILY)
-    too_long = LlamaGuardRequest(conversation=[user("tell me more " * 3000)])
+    too_long = LlamaGuardRequest(conversation=[user("tell me more " * 1500)], overflow="refuse")
     outcomes = runner.score([too_long, requests()[0]])
-    assert isinstance(outcomes[0], BadInput) and "too long" in outcomes[0].message
+    assert isinstance(outcomes[0], ContextOverflow) and isinstance(outcomes[0], BadInput)
+    assert "too long" in outcomes[0].message
     assert outcomes[1].output is not None
+    runner.max_prompt_tokens = 400  # a few short pieces (the natural 4,096 make slow ones here)
+    long = LlamaGuardRequest(conversation=[user("tell me more " * 200)])
+    pieces, _ = runner._prepare(0, long)
+    [split] = runner.classify_each([long])
+    assert len(pieces) > 1 and isinstance(split, MalformedModelOutput)
 
 
 # ----------------------------------------------------------------------------- parsing

@@ -59,33 +59,40 @@ def test_attack_is_decided_as_the_default_policy_says(attack, guard_executor, sh
 
 def test_prompt_guard_scans_every_segment_of_a_long_message(guard_executor):
     """The payload at the end of 20,000 characters of padding sits in the last segment, which is
-    scanned; the same payload alone scores the same there (nothing is cut off)."""
+    scanned; a payload the last segment holds alone scores there what it scores alone (nothing is
+    cut off). Segments overlap (``tests/models/test_prompt_guard.py``: a phrase across a boundary),
+    so a payload shorter than the overlap is never alone in the last segment: this one is longer."""
     runner = guard_executor.models.runners.prompt_guard
-    alone = runner.scan([PromptGuardRequest(text=INJECTION)])[0]
     segments = runner.segment([padding(20_000) + INJECTION])
-    tail = max(s.index for s in segments)
-    assert INJECTION[-20:] in segments[-1].text and tail == len(segments) - 1 >= 10
-    # Whitespace padding that ends on a segment boundary puts the payload in a segment of its own.
-    result = runner.scan([PromptGuardRequest(text=_aligned_padding(runner) + INJECTION)])[0]
-    assert result.segments >= 2 and result.segment_index == result.segments - 1
-    assert result.jailbreak_score == pytest.approx(alone.jailbreak_score, abs=1e-4)
-    assert result.jailbreak_score >= 0.9
+    assert [s.index for s in segments] == list(range(len(segments))) and len(segments) >= 10
+    assert INJECTION in segments[-1].text
+    payload = " ".join([INJECTION] * 6)
+    alone = runner.scan([PromptGuardRequest(text=payload)])[0]
+    text = _aligned_padding(runner, payload) + payload
+    segments = runner.segment([text])
+    assert segments[-1].text.strip() == payload
+    assert runner.score_segments(segments).jailbreak[-1] == pytest.approx(alone.jailbreak_score, abs=1e-4)
+    result = runner.scan([PromptGuardRequest(text=text)])[0]
+    assert result.segments == len(segments) >= 2 and result.jailbreak_score >= alone.jailbreak_score - 1e-4
+    assert alone.jailbreak_score >= 0.9
 
 
-def _aligned_padding(runner) -> str:
-    """At least 20,000 characters of padding after which the next text starts a new segment:
-    512-character chunks (PG1), or 512-token chunks of the whole text with its [CLS] (PG2; padded
-    with the vocabulary's longest whole word, so that 20,000 characters are few segments to score)."""
+def _aligned_padding(runner, payload: str) -> str:
+    """At least 20,000 characters of padding after which ``payload`` starts a segment: segments
+    start every ``512 - overlap`` characters (PG1) or tokens of the whole text with its [CLS] (PG2;
+    padded with the vocabulary's longest whole word, so that 20,000 characters are few segments to
+    score)."""
+    stride = 512 - runner.overlap
     if not runner.family.token_chunks:
-        return " " * (512 * 40)
+        return " " * (stride * 40)
     vocab = runner.tokenizer.get_vocab()
     word = max((k[1:] for k in vocab if k.startswith("\u2581") and k[1:].isalpha()), key=len, default="pad")
     unit, first = word + " ", 20_000 // (len(word) + 1) + 1
     count = lambda n: len(runner.tokenizer((unit * n).rstrip())["input_ids"]) - 1  # [CLS] + words, no [SEP]
     per_word, base = count(first + 1) - count(first), count(first)
-    for extra in range(512):
-        if (base + extra * per_word) % 512 == 0:
+    for extra in range(stride):
+        if (base + extra * per_word) % stride == 0:
             pad = unit * (first + extra)
-            if runner.segment([pad + INJECTION])[-1].text.strip().startswith(INJECTION[:20]):
+            if runner.segment([pad + payload])[-1].text.strip().startswith(payload[:20]):
                 return pad
     pytest.fail("no padding length aligns the payload with a segment start")

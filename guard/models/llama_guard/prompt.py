@@ -73,8 +73,19 @@ def render_prompt(
     categories: dict[str, str] | None = None,
     excluded: Sequence[str] = (),
 ) -> RenderedPrompt:
+    return render_turns(build_turns(conversation), family, categories, excluded)
+
+
+def render_turns(
+    turns: Sequence[Turn],
+    family: str | FamilySpec,
+    categories: dict[str, str] | None = None,
+    excluded: Sequence[str] = (),
+) -> RenderedPrompt:
+    """The prompt for turns already built (``build_turns``), each rendered as given: a piece of a
+    split conversation (``pieces``) is rendered without merging its turns again."""
     spec = family if isinstance(family, FamilySpec) else get_family(family)
-    turns = build_turns(conversation)
+    turns = tuple(turns)
     role = turns[-1].side
     resolved = resolve_categories(
         spec.name, dict(categories) if categories is not None else dict(spec.default_categories),

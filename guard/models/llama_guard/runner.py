@@ -23,6 +23,12 @@ The decode continues from the scoring forward's key/value cache, and where the g
 through the ``unsafe`` ``\n`` ``S`` positions that forward already computed, they are not computed
 again (``unsafe\nS9`` then costs one decode step).
 
+A conversation longer than the model reads (its context length: the smaller of the model config's
+``max_position_embeddings`` and the tokenizer's ``model_max_length``, the prompt header and the room
+for the answer included) is never truncated: with ``request.overflow == "split"`` it is judged in
+pieces that each fit (``split``), scored in the same batches as everything else and combined into
+one result (``pieces`` > 1, the worst piece decides); with ``"refuse"`` it is a ``ContextOverflow``.
+
 Only Llama 3 architectures were run here (LG3 shapes); the Llama 4 path (``llama-guard-4``, chunked
 attention layers) is untested.
 
@@ -39,18 +45,19 @@ from dataclasses import dataclass
 
 import torch
 
-from guard.errors import BadInput, GuardError
+from guard.errors import BadInput, ContextOverflow, GuardError
 from guard.models.llama_guard.cache import HeaderCache, HeaderKV, compute_headers
 from guard.models.llama_guard.family import FamilySpec, get_family, guess_family
 from guard.models.llama_guard.forward import BatchForward, Row
-from guard.models.llama_guard.prompt import render_prompt
+from guard.models.llama_guard.prompt import Turn, render_prompt, render_turns
 from guard.models.llama_guard.scoring import (
     CodeTrie,
     parse_output,
     resolve_verdict_tokens,
     verdict_probabilities,
 )
-from guard.models.llama_guard.tokenize import encode_prompt
+from guard.models.llama_guard.split import DEFAULT_OVERLAP, combine, split_turns
+from guard.models.llama_guard.tokenize import encode_prompt, prompt_length, token_starts
 from guard.types import LlamaGuardRequest, LlamaGuardResult, ModelInfo
 
 MAX_NEW_TOKENS = 20
@@ -71,6 +78,7 @@ class Scores:
 @dataclass(frozen=True)
 class _Prepared:
     index: int
+    piece: int  # 0, or which piece of a split conversation
     request: LlamaGuardRequest
     ids: tuple[int, ...]
     header_len: int
@@ -94,6 +102,7 @@ class LlamaGuardRunner:
         header_cache: HeaderCache | None = None,
         use_header_cache: bool = True,
         max_new_tokens: int = MAX_NEW_TOKENS,
+        split_overlap: int = DEFAULT_OVERLAP,
     ) -> None:
         self.spec: FamilySpec = get_family(family)
         self.family = self.spec.name
@@ -110,14 +119,17 @@ class LlamaGuardRunner:
             max_padding = 0.1 if model.device.type == "cpu" else 1.0
         self.max_padding = max_padding
         self.max_new_tokens = max_new_tokens
+        self.split_overlap = split_overlap
         self.use_header_cache = use_header_cache
         self.header_cache = header_cache if header_cache is not None else HeaderCache()
         self.tokens = resolve_verdict_tokens(tokenizer, self.spec, extra_stop=_generation_eos(model))
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.tokens.safe
         self._forward = BatchForward(model, self.tokens, pad_id=int(pad))
         self._code_after = self.spec.verdict_lead_in + self.spec.unsafe_token + "\n"
-        text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        self._max_positions = int(getattr(text_config, "max_position_embeddings", 0) or 0)
+        self.context_length = context_length(model, tokenizer)
+        # The longest prompt that leaves room for the verdict, the category suffix and the decode.
+        self.max_prompt_tokens = (self.context_length - 1 - len(self.tokens.unsafe_line) - max_new_tokens
+                                  if self.context_length else None)
         self._tries: OrderedDict[tuple[str, ...], CodeTrie] = OrderedDict()
         self._lock = threading.Lock()
         self._prep_lock = threading.Lock()
@@ -134,27 +146,48 @@ class LlamaGuardRunner:
 
     def classify_each(self, requests: Sequence[LlamaGuardRequest]) -> list[LlamaGuardResult | GuardError]:
         """Like ``classify``, but a request that fails yields its ``GuardError`` in its slot, so one
-        bad request in a batch does not fail the others."""
+        bad request in a batch does not fail the others. A split conversation fails when any of its
+        pieces does."""
         outcomes: list[LlamaGuardResult | GuardError] = []
-        for request, scores in zip(requests, self.score(requests)):
-            outcomes.append(scores if isinstance(scores, GuardError) else self._result(request, scores))
+        for request, (pieces, how) in zip(requests, self._score_pieces(requests)):
+            if isinstance(pieces, GuardError):
+                outcomes.append(pieces)
+                continue
+            results = [self._result(request, scores) for scores in pieces]
+            failed = next((r for r in results if isinstance(r, GuardError)), None)
+            if failed is not None or len(results) == 1:
+                outcomes.append(failed or results[0])
+            else:
+                outcomes.append(combine(results, how or ""))  # type: ignore[arg-type]
         return outcomes
 
     def score(self, requests: Sequence[LlamaGuardRequest]) -> list[Scores | GuardError]:
         """The model's numbers and raw greedy output per request, before the output is parsed
-        (``classify`` parses it; this is for diagnostics, tests and benchmarks)."""
+        (``classify`` parses it; this is for diagnostics, tests and benchmarks). For a split
+        conversation, those of its worst piece."""
+        return [pieces if isinstance(pieces, GuardError) else max(pieces, key=lambda s: s.unsafe_score)
+                for pieces, _ in self._score_pieces(requests)]
+
+    def _score_pieces(self, requests: Sequence[LlamaGuardRequest]) -> list[tuple[list[Scores] | GuardError,
+                                                                                    str | None]]:
+        """Per request: the scores of each of its pieces (one unless it was split) and how it was
+        split, or its error. All pieces of all requests share the batches."""
         started = time.perf_counter()
-        outcomes: list[Scores | GuardError | None] = [None] * len(requests)
+        outcomes: list[list[Scores] | GuardError] = [[] for _ in requests]
+        splits: list[str | None] = [None] * len(requests)
         prepared: list[_Prepared] = []
         for index, request in enumerate(requests):
             try:
-                prepared.append(self._prepare(index, request))
+                items, splits[index] = self._prepare(index, request)
             except GuardError as exc:
                 outcomes[index] = exc
+                continue
+            prepared.extend(items)
+            outcomes[index] = [None] * len(items)  # type: ignore[list-item]
         for batch in self._batches(prepared):
             for item, outcome in zip(batch, self._run_batch(batch, started)):
-                outcomes[item.index] = outcome
-        return outcomes  # type: ignore[return-value]
+                outcomes[item.index][item.piece] = outcome  # type: ignore[index]
+        return list(zip(outcomes, splits))
 
     def _result(self, request: LlamaGuardRequest, scores: Scores) -> LlamaGuardResult | GuardError:
         try:
@@ -170,18 +203,30 @@ class LlamaGuardRunner:
 
     # ------------------------------------------------------------------ preparation
 
-    def _prepare(self, index: int, request: LlamaGuardRequest) -> _Prepared:
+    def _prepare(self, index: int, request: LlamaGuardRequest) -> tuple[list[_Prepared], str | None]:
+        """The prompt(s) of one request: one, or one per piece when it is split (and how)."""
         rendered = render_prompt(request.conversation, self.spec, request.categories, request.excluded)
         with self._prep_lock:
             encoded = encode_prompt(self.tokenizer, rendered)
             codes = tuple(rendered.categories)
             trie = self._trie(codes)
-        needed = len(encoded.ids) + 1 + len(self.tokens.unsafe_line) + self.max_new_tokens
-        if self._max_positions and needed > self._max_positions:
-            raise BadInput(f"the conversation is too long for this model: the prompt is {len(encoded.ids)} tokens "
-                           f"and the model reads at most {self._max_positions}", param="messages")
-        return _Prepared(index=index, request=request, ids=tuple(encoded.ids), header_len=encoded.header_len,
-                         codes=codes, trie=trie)
+            budget = self.max_prompt_tokens
+            if budget is None or len(encoded.ids) <= budget:
+                whole = _Prepared(index, 0, request, tuple(encoded.ids), encoded.header_len, codes, trie)
+                return [whole], None
+            if request.overflow == "refuse":
+                raise ContextOverflow(
+                    f"the conversation is too long for this model: the prompt is {len(encoded.ids)} tokens "
+                    f"and the model reads at most {self.context_length} ({budget} besides its answer)",
+                    param="messages")
+            measure = _PromptMeasure(self.tokenizer, self.spec, request)
+            split = split_turns(rendered.turns, budget, measure, overlap=self.split_overlap)
+            items = []
+            for piece, turns in enumerate(split.pieces):
+                ids = encode_prompt(self.tokenizer, measure.render(turns))
+                items.append(_Prepared(index, piece, request, tuple(ids.ids), ids.header_len, codes, trie))
+            return items, (f"{split.how} (the prompt is {len(encoded.ids)} tokens, the model reads "
+                           f"{self.context_length})")
 
     def _trie(self, codes: tuple[str, ...]) -> CodeTrie:
         trie = self._tries.get(codes)
@@ -261,6 +306,40 @@ class LlamaGuardRunner:
             self.header_cache.put(entry)
         return [Row(header=headers[item.ids[: item.header_len]] if item.header_len else None,
                     body=item.ids[item.header_len:], trie=item.trie) for item in batch]
+
+
+class _PromptMeasure:
+    """Token counts of the prompts of a request's pieces (``split.Measure``); caller holds the
+    tokenizer lock."""
+
+    def __init__(self, tokenizer, spec: FamilySpec, request: LlamaGuardRequest) -> None:
+        self.tokenizer, self.spec, self.request = tokenizer, spec, request
+        self._starts: dict[str, list[int]] = {}
+
+    def render(self, turns: Sequence[Turn]):  # -> RenderedPrompt
+        return render_turns(turns, self.spec, self.request.categories, self.request.excluded)
+
+    def cost(self, turns: Sequence[Turn]) -> int:
+        return prompt_length(self.tokenizer, self.render(turns))
+
+    def starts(self, text: str) -> list[int]:
+        if text not in self._starts:
+            self._starts[text] = token_starts(self.tokenizer, text)
+        return self._starts[text]
+
+
+#: transformers' ``model_max_length`` when the tokenizer does not know its model's (``VERY_LARGE_INTEGER``).
+_UNSET_LENGTH = 10**20
+
+
+def context_length(model, tokenizer) -> int:
+    """Tokens the model reads: the smaller of the (text) config's ``max_position_embeddings`` and
+    the tokenizer's ``model_max_length`` (each when set); 0 when neither says."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    limits = [int(getattr(config, "max_position_embeddings", 0) or 0),
+              int(min(getattr(tokenizer, "model_max_length", 0) or 0, _UNSET_LENGTH))]
+    known = [limit for limit in limits if 0 < limit < _UNSET_LENGTH]
+    return min(known, default=0)
 
 
 def _generation_eos(model) -> list[int]:

@@ -51,9 +51,20 @@ def encode_prompt(tokenizer: Any, rendered: RenderedPrompt) -> EncodedPrompt:
     return EncodedPrompt(ids=ids, header_len=header_len, message_spans=spans)
 
 
+def prompt_length(tokenizer: Any, rendered: RenderedPrompt) -> int:
+    """``len(encode_prompt(tokenizer, rendered).ids)``, without the header and span bookkeeping."""
+    bos = 0 if get_family(rendered.family).bos_in_template else 1
+    return bos + len(_encode_pieces(tokenizer, rendered.pieces)[0])
+
+
 def encode_text(tokenizer: Any, text: str) -> list[int]:
     """Ids of plain text with special-token parsing off and no added BOS/EOS."""
     return _text_backend(tokenizer).encode(text, add_special_tokens=False).ids
+
+
+def token_starts(tokenizer: Any, text: str) -> list[int]:
+    """Start character of each token of plain text (tokenized as ``encode_text`` does)."""
+    return [start for start, _ in _text_backend(tokenizer).encode(text, add_special_tokens=False).offsets]
 
 
 def special_id(tokenizer: Any, token: str) -> int:

@@ -7,6 +7,15 @@
   ``skip_special_tokens=True`` and re-tokenized with truncation at 512 tokens. (So a full chunk
   loses its last two text tokens to the re-added [CLS]/[SEP]: that is what the reference scores.)
 
+Where we differ: consecutive segments **overlap** (``overlap``: PG1 in characters, default 128;
+PG2 in tokens, default 64), so that a phrase that straddles a boundary, which the reference cuts
+into two halves that may each look harmless, is whole in one segment (any phrase up to the overlap
+long). A text that fits in one segment (512 characters / 512 tokens with [CLS] and [SEP]) is the
+reference's single segment, scored exactly as the reference scores it; a longer text gets the
+reference's first segment and then one segment every ``512 - overlap`` units instead of every 512
+(about 14 % more segments for PG2 at the default, 33 % for PG1). The overlap also covers the text
+tokens the reference's re-tokenization truncates off the end of a full PG2 chunk.
+
 Every segment keeps the model input ids (what the reference feeds the model, without padding) and
 the piece of the original text it covers, for reporting.
 """
@@ -21,6 +30,11 @@ from guard.models.prompt_guard.preprocess import TokenStrings, preprocess_pg1
 
 MAX_CHARS = 512
 MAX_TOKENS = 512
+#: Default overlap of consecutive segments: PG1 in characters, PG2 in tokens.
+CHAR_OVERLAP = 128
+TOKEN_OVERLAP = 64
+#: The largest overlap allowed: half a segment (every unit is then scanned at most twice).
+MAX_OVERLAP = 256
 
 
 @dataclass(frozen=True)
@@ -33,12 +47,24 @@ class Segment:
     input_ids: list[int]
 
 
+def segment_starts(length: int, size: int, overlap: int) -> list[int]:
+    """Where the segments of a ``length``-unit sequence start: every ``size - overlap`` units until
+    one reaches the end (none for an empty sequence, one when it fits in ``size``)."""
+    if not 0 <= overlap <= min(MAX_OVERLAP, size // 2):
+        raise ValueError(f"overlap must be between 0 and {min(MAX_OVERLAP, size // 2)} (got {overlap})")
+    starts = [0] if length else []
+    while starts and starts[-1] + size < length:
+        starts.append(starts[-1] + size - overlap)
+    return starts
+
+
 def char_segments(texts: Sequence[str], tokenizer: Any, *, preprocess: bool = True,
-                  token_strings: TokenStrings | None = None) -> list[Segment]:
-    """PG1 segments: 512-character chunks, optionally preprocessed, tokenized at most 512 tokens."""
+                  token_strings: TokenStrings | None = None, overlap: int = CHAR_OVERLAP) -> list[Segment]:
+    """PG1 segments: 512-character chunks overlapping by ``overlap`` characters, optionally
+    preprocessed, tokenized at most 512 tokens."""
     places: list[tuple[int, int, str]] = []
     for request, text in enumerate(texts):
-        chunks = [text[i:i + MAX_CHARS] for i in range(0, len(text), MAX_CHARS)]
+        chunks = [text[i:i + MAX_CHARS] for i in segment_starts(len(text), MAX_CHARS, overlap)]
         places.extend((request, index, chunk) for index, chunk in enumerate(chunks))
     if not places:
         return []
@@ -49,8 +75,9 @@ def char_segments(texts: Sequence[str], tokenizer: Any, *, preprocess: bool = Tr
     return [Segment(r, i, chunk, seg_ids) for (r, i, chunk), seg_ids in zip(places, ids, strict=True)]
 
 
-def token_segments(texts: Sequence[str], tokenizer: Any) -> list[Segment]:
-    """PG2 segments: 512-token chunks of the whole text, decoded and re-tokenized."""
+def token_segments(texts: Sequence[str], tokenizer: Any, *, overlap: int = TOKEN_OVERLAP) -> list[Segment]:
+    """PG2 segments: 512-token chunks of the whole text overlapping by ``overlap`` tokens, decoded
+    and re-tokenized."""
     if not texts:
         return []
     fast = bool(getattr(tokenizer, "is_fast", False))
@@ -59,7 +86,7 @@ def token_segments(texts: Sequence[str], tokenizer: Any) -> list[Segment]:
     places: list[tuple[int, int, list[int], str | None]] = []
     for request, text in enumerate(texts):
         ids = whole["input_ids"][request]
-        for index, start in enumerate(range(0, len(ids), MAX_TOKENS)):
+        for index, start in enumerate(segment_starts(len(ids), MAX_TOKENS, overlap)):
             chunk = ids[start:start + MAX_TOKENS]
             span = _original_span(text, whole, request, start, len(chunk)) if fast else None
             places.append((request, index, chunk, span))

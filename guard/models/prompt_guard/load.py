@@ -22,14 +22,16 @@ from guard.types import ModelInfo
 def load_prompt_guard(model: str, *, revision: str | None = None, dtype: str = "auto", device: str = "auto",
                       temperature: float = 1.0, max_batch_size: int = DEFAULT_BATCH_SIZE,
                       max_batch_cells: int = DEFAULT_BATCH_CELLS, max_padding: float = DEFAULT_MAX_PADDING,
-                      preprocess: bool | None = None, fast_attention: bool = True) -> PromptGuardRunner:
+                      preprocess: bool | None = None, fast_attention: bool = True,
+                      overlap: int | None = None) -> PromptGuardRunner:
     """Load a Prompt Guard 1 or 2 checkpoint (hub id or local directory).
 
     ``dtype="auto"`` is bfloat16 on CPUs with native bf16 and on GPUs, float32 elsewhere (see
     ``guard.models.device``); ``preprocess=None`` keeps each family's reference default (PG1 on,
-    PG2 off). ``fast_attention`` computes DeBERTa's relative-position bias from a table projected
-    once at load time and only over the positions a text reaches (same values up to float
-    rounding; see ``attention``).
+    PG2 off); ``overlap=None`` each family's default segment overlap (see ``chunking``).
+    ``fast_attention`` computes DeBERTa's relative-position bias from a table projected once at
+    load time and only over the positions a text reaches (same values up to float rounding; see
+    ``attention``).
     """
     source = resolve_source(model, revision)
     config = load_pretrained(AutoConfig, source, what="Prompt Guard config")
@@ -46,4 +48,4 @@ def load_prompt_guard(model: str, *, revision: str | None = None, dtype: str = "
                      device=str(torch_device), dtype=dtype_name(torch_dtype))
     return PromptGuardRunner(network, tokenizer, family, info, temperature=temperature, preprocess=preprocess,
                              max_batch_size=max_batch_size, max_batch_cells=max_batch_cells,
-                             max_padding=max_padding)
+                             max_padding=max_padding, overlap=overlap)

@@ -1,5 +1,6 @@
 """Prompt Guard runner: segments every request, scores all segments in length-sorted batches, and
-keeps the maximum per request, as Meta's reference helpers do.
+keeps the maximum per request, as Meta's reference helpers do, except that consecutive segments
+of a long text overlap (``overlap``; see ``chunking``), so nothing is cut in two unseen.
 
 Scores follow the reference helpers exactly: ``softmax(logits / temperature)`` per segment,
 PG1 ``jailbreak = p[JAILBREAK]`` and ``injection = p[INJECTION] + p[JAILBREAK]``, PG2 both
@@ -37,7 +38,16 @@ from typing import Any
 import torch
 
 from guard.errors import BadInput
-from guard.models.prompt_guard.chunking import Segment, char_segments, token_segments
+from guard.models.prompt_guard.chunking import (
+    CHAR_OVERLAP,
+    MAX_CHARS,
+    MAX_TOKENS,
+    TOKEN_OVERLAP,
+    Segment,
+    char_segments,
+    segment_starts,
+    token_segments,
+)
 from guard.models.prompt_guard.family import PromptGuardFamily
 from guard.models.prompt_guard.preprocess import TokenStrings
 from guard.types import ModelInfo, PromptGuardRequest, PromptGuardResult
@@ -64,7 +74,9 @@ class PromptGuardRunner:
                  temperature: float = 1.0, preprocess: bool | None = None,
                  max_batch_size: int = DEFAULT_BATCH_SIZE,
                  max_batch_cells: int = DEFAULT_BATCH_CELLS,
-                 max_padding: float = DEFAULT_MAX_PADDING) -> None:
+                 max_padding: float = DEFAULT_MAX_PADDING, overlap: int | None = None) -> None:
+        """``overlap``: of consecutive segments, in the family's unit (PG1 characters, default 128;
+        PG2 tokens, default 64); at most half a segment (256)."""
         if not temperature > 0:
             raise BadInput(f"temperature must be > 0 (got {temperature})", param="temperature")
         if max_batch_size < 1 or max_batch_cells < 1 or max_padding < 0:
@@ -77,6 +89,13 @@ class PromptGuardRunner:
         self.max_batch_size = max_batch_size
         self.max_batch_cells = max_batch_cells
         self.max_padding = max_padding
+        if overlap is None:
+            overlap = TOKEN_OVERLAP if family.token_chunks else CHAR_OVERLAP
+        self.overlap = overlap
+        try:
+            segment_starts(0, MAX_TOKENS if family.token_chunks else MAX_CHARS, self.overlap)
+        except ValueError as exc:
+            raise BadInput(f"Prompt Guard segment {exc}", param="overlap") from None
         self._info = info
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._token_strings = TokenStrings(tokenizer)
@@ -104,9 +123,9 @@ class PromptGuardRunner:
     def segment(self, texts: Sequence[str]) -> list[Segment]:
         """The segments the reference helper scores, for every text (in request order)."""
         if self.family.token_chunks:
-            return token_segments(texts, self.tokenizer)
+            return token_segments(texts, self.tokenizer, overlap=self.overlap)
         return char_segments(texts, self.tokenizer, preprocess=self.preprocess,
-                             token_strings=self._token_strings)
+                             token_strings=self._token_strings, overlap=self.overlap)
 
     def score_segments(self, segments: Sequence[Segment]) -> SegmentScores:
         """Jailbreak and injection score of every segment (batched, sorted by length)."""
