@@ -6,7 +6,11 @@ published back and read by the client's listener. Printed side by side from the 
 
 * sequential latency per call (p50 / p99) for one Prompt Guard request and for a full input check
   (``run_checks``: one Llama Guard + one Prompt Guard request, in parallel), and the added latency;
-* throughput (checks/s) with many concurrent callers.
+* throughput (checks/s) with many concurrent callers;
+* the floor of any design that passes a check through a Redis queue to another process: a bare
+  round trip (LPUSH, a process that BRPOPs and PUBLISHes the item back, the caller's subscription),
+  measured in the same rounds. On a shared machine most of the added latency is this floor: each
+  hop waits for the scheduler to run the next process.
 
 Usage: ``python -m bench.celery_path [--redis URL] [--n 500] [--total 4000] [--concurrency 64]``.
 Without ``--redis`` it starts its own ``redis-server`` on a free port. The worker is a real
@@ -77,6 +81,60 @@ def run_worker(concurrency: int, queues: str) -> None:
 
     app.worker_main(["worker", "-Q", queues, "-P", "threads", "-c", str(concurrency),
                      "-n", f"bench-{queues.replace(',', '+')}@%h", "--loglevel", "ERROR", "--without-mingle", "--without-gossip"])
+
+
+# --------------------------------------------------------------------------- the floor
+
+ECHO_QUEUE = "bench-echo"
+
+
+def run_echo(url: str) -> None:
+    """The other end of the floor: BRPOP an item ``<channel> <body>``, PUBLISH the body back."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=None)
+    while True:
+        popped = client.brpop([ECHO_QUEUE], timeout=1)
+        if popped is not None:
+            channel, _, body = popped[1].partition(b" ")
+            client.publish(channel, body)
+
+
+class EchoClient:
+    """One LPUSH per call, answered on one subscribed channel (the shape of the Celery path, minus
+    Celery, the worker's thread hand-off and the result store)."""
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as aioredis
+
+        self._client = aioredis.Redis.from_url(url)
+        self._pubsub = self._client.pubsub()
+        self._channel = f"bench-echo-{os.getpid()}"
+        self._waiters: dict[bytes, asyncio.Future[None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._count = 0
+
+    async def call(self) -> None:
+        if self._reader is None:
+            await self._pubsub.subscribe(self._channel)
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._count += 1
+        key = str(self._count).encode()
+        waiter = self._waiters[key] = asyncio.get_running_loop().create_future()
+        await self._client.lpush(ECHO_QUEUE, f"{self._channel} ".encode() + key)
+        await asyncio.wait_for(waiter, 10.0)
+
+    async def _read(self) -> None:
+        while True:
+            message = await self._pubsub.get_message(timeout=None)
+            if message is not None and message["type"] == "message":
+                self._waiters.pop(message["data"]).set_result(None)
+
+    async def aclose(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        await self._pubsub.aclose()
+        await self._client.aclose()
 
 
 # --------------------------------------------------------------------------- measuring
@@ -211,7 +269,8 @@ async def wait_ready(executor: Any, timeout: float = 60.0) -> None:
     raise RuntimeError("worker not ready")
 
 
-def report(base: dict[str, dict[str, float]], celery: dict[str, dict[str, float]]) -> None:
+def report(base: dict[str, dict[str, float]], celery: dict[str, dict[str, float]],
+           floor: dict[str, float]) -> None:
     print(f"{'':22} {'in-process':>34} {'celery':>34}   added")
     for name in base:
         b, c = base[name], celery[name]
@@ -221,6 +280,9 @@ def report(base: dict[str, dict[str, float]], celery: dict[str, dict[str, float]
         print(f"{'':22} {b['per_s']:6.0f} checks/s {b['cpu_ms']:5.2f} ms CPU/check   "
               f"{c['per_s']:6.0f} checks/s {c['cpu_ms']:5.2f} ms CPU/check   "
               f"throughput ratio {c['per_s'] / b['per_s']:.2f}")
+    print(f"{'redis round trip':22} floor: LPUSH -> BRPOP -> PUBLISH, no Celery     "
+          f"p50 {floor['p50']:6.3f} ms  p99 {floor['p99']:6.3f} ms       "
+          f"celery prompt_guard call over it: p50 +{celery['prompt_guard call']['p50'] - floor['p50']:.3f} ms")
 
 
 async def bench(args: argparse.Namespace, url: str, worker_pids: list[int], redis_pid: int | None) -> None:
@@ -233,23 +295,28 @@ async def bench(args: argparse.Namespace, url: str, worker_pids: list[int], redi
                                           prompt_guard=BenchNoOpPromptGuardRunner()),
                                max_batch_size=settings.max_batch_size, max_wait_ms=args.max_wait_ms)
     celery = CeleryExecutor(settings)
+    echo = EchoClient(url)
     load_before = os.getloadavg()[0]
-    base_rounds, celery_rounds = [], []
+    base_rounds, celery_rounds, floor_rounds = [], [], []
     try:
         await wait_ready(celery)
         for _ in range(args.rounds):  # alternated, so that load from elsewhere hits both alike
             base_rounds.append(await measure(inproc, args.n, args.total, args.concurrency, [None]))
             celery_rounds.append(await measure(celery, args.n, args.total, args.concurrency,
                                                [None, *worker_pids, redis_pid]))
+            times = await sequential_ms(echo.call, args.n)
+            floor_rounds.append({"p50": statistics.median(times), "p99": percentile(times, 0.99)})
         statuses = await celery.status()
     finally:
+        await echo.aclose()
         await celery.aclose()
         inproc.close()
     print(f"max_wait_ms={args.max_wait_ms} workers={len(worker_pids)} x {args.worker_concurrency} threads "
           f"callers={args.concurrency} "
           f"cores={os.cpu_count()} rounds={args.rounds} (medians) "
           f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
-    report(median_of(base_rounds), median_of(celery_rounds))
+    report(median_of(base_rounds), median_of(celery_rounds),
+           {key: statistics.median(r[key] for r in floor_rounds) for key in ("p50", "p99")})
     for status in statuses:
         b = status.batching
         print(f"worker {status.worker} {status.queue}: {b.batches} batches, {b.items} requests, "
@@ -268,20 +335,28 @@ def main() -> None:
     parser.add_argument("--one-worker", action="store_true",
                         help="one worker serving both queues (default: one per queue, as compose.yaml runs them)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--echo", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--queues", default="llama_guard,prompt_guard", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run_worker(args.worker_concurrency, args.queues)
+        return
+    if args.echo:
+        run_echo(args.echo)
         return
     groups = ["llama_guard,prompt_guard"] if args.one_worker else ["llama_guard", "prompt_guard"]
     with tempfile.TemporaryDirectory() as tmp:
         redis_proc, url = (None, args.redis) if args.redis else start_redis(Path(tmp))
         env = {"GUARD_MAX_WAIT_MS": str(args.max_wait_ms)}
         workers = [start_worker(url, args.worker_concurrency, queues, env) for queues in groups]
+        echo = subprocess.Popen([sys.executable, "-m", "bench.celery_path", "--echo", url],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             asyncio.run(bench(args, url, [w.pid for w in workers],
                               redis_proc.pid if redis_proc is not None else None))
         finally:
+            echo.kill()
+            echo.wait(10)
             for worker in workers:
                 worker.terminate()
                 worker.wait(20)

@@ -16,6 +16,10 @@ Choices, and why:
   every ``broker_restore_interval_s`` by any live worker).
 * **prefetch multiplier 1**: a worker reserves at most ``concurrency`` tasks; with many threads that
   is already plenty to form batches, and tasks are not hoarded while another worker idles.
+* **a lean path for the guard tasks** (``workers.strategy``, named by the tasks): Celery's consumer
+  and pool, without its per-task request, tracer, signals and events.
+* **unacked bookkeeping off the event loop** (``workers.broker``): kombu's Redis transport, with
+  each task's record and acknowledgement written by a recorder thread, batched, on one client.
 * **fail fast**: short connect timeouts and a short publish retry, so a client sees a broker outage
   as an error in well under a second instead of hanging, and reconnects when Redis is back.
 """
@@ -29,6 +33,7 @@ from kombu import Exchange, Queue
 
 from guard.executor.wire import KINDS, PING_TASK, QUEUES, TASKS
 from workers.backend import backend_url as guard_backend_url
+from workers.broker import TRANSPORT as GUARD_TRANSPORT
 from guard.settings import GuardSettings, get_settings
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
@@ -67,6 +72,7 @@ def celery_config(settings: GuardSettings, *, with_backend: bool = True) -> dict
     hard_limit = settings.check_timeout_s * 2
     return {
         "broker_url": broker_url(settings),
+        "broker_transport": GUARD_TRANSPORT if broker_url(settings).startswith("redis://") else None,
         "result_backend": guard_backend_url(result_backend_url(settings)) if with_backend else None,
         "task_serializer": "json",
         "result_serializer": "json",

@@ -72,12 +72,16 @@ def serve(kind: Kind, payload: Any) -> dict[str, Any]:
     return reply_cls(outcomes=outcomes).model_dump(mode="json")
 
 
-@app.task(name=TASKS["llama_guard"])
+#: The worker runs these through ``workers.strategy.lean`` (Celery's consumer, not its tracer).
+LEAN_STRATEGY = "workers.strategy:lean"
+
+
+@app.task(name=TASKS["llama_guard"], Strategy=LEAN_STRATEGY)
 def llama_guard(payload: dict[str, Any]) -> dict[str, Any]:
     return serve("llama_guard", payload)
 
 
-@app.task(name=TASKS["prompt_guard"])
+@app.task(name=TASKS["prompt_guard"], Strategy=LEAN_STRATEGY)
 def prompt_guard(payload: dict[str, Any]) -> dict[str, Any]:
     return serve("prompt_guard", payload)
 

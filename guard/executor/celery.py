@@ -9,23 +9,27 @@ are per request, so one bad request fails only its own call.
 
 Per task:
 
-1. subscribe to the task's result channel (``ResultListener``);
-2. publish the task: one asyncio LPUSH of Celery's own message (``RedisTaskPublisher``) on a Redis
-   broker, else kombu's ``send_task`` on a thread (it blocks; never on the event loop); ``expires``
-   = the longest timeout in it, so a worker drops it if it comes too late;
+1. register a waiter with the loop's ``ResultListener`` (subscribed once to the client's reply
+   channel, which the task names as ``reply_to``);
+2. publish the task: one asyncio LPUSH of a Celery protocol 2 message (``RedisTaskPublisher``) on a
+   Redis broker, else kombu's ``send_task`` on a thread (it blocks; never on the event loop);
+   ``expires`` = the longest timeout in it, so a worker drops it if it comes too late;
 3. await the result; each caller waits only up to its own timeout (``GuardTimeout``), after one
    last read of the stored result. A task still unanswered after the broker's visibility timeout
    is looked for and published again if a killed worker took it without recording it
    (``guard.executor.redelivery``).
 
 The client's Celery app has no result backend of its own (Celery would otherwise open a second
-subscription per task that nobody reads): results are read only through the listener. Redis
+subscription per task that nobody reads): results are read only through the listener. Workers must
+run this version's result backend (``workers/backend.py``), which publishes on ``reply_to``: upgrade
+workers before clients. Redis
 connections belong to an event loop, so they are kept per loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -87,7 +91,7 @@ class CeleryExecutor:
 
     async def ping(self, kind: Kind, timeout: float = 5.0) -> list[WorkerStatus]:
         """Ask one worker of ``kind``'s queue what it serves (the ``guard.ping`` task)."""
-        meta = await self._roundtrip(PING_TASK, [kind], QUEUES[kind], timeout)
+        meta = await self._roundtrip(PING_TASK, json.dumps([kind]), QUEUES[kind], timeout)
         return [WorkerStatus.model_validate(item) for item in _success(meta, PING_TASK)]
 
     async def status(self, timeout: float = STATUS_TIMEOUT_S) -> list[WorkerStatus]:
@@ -127,10 +131,13 @@ class CeleryExecutor:
         if not requests:
             return []
         future = self._state().senders[kind].submit(list(requests), timeout)
+        # This caller's own deadline (its task may carry a longer one): a timer, not wait_for, which
+        # would cost a task and a shield per call.
+        timer = asyncio.get_running_loop().call_later(timeout + FETCH_GRACE_S, _expire, future, kind, timeout)
         try:
-            outcomes = await asyncio.wait_for(asyncio.shield(future), timeout + FETCH_GRACE_S)
-        except TimeoutError:
-            raise GuardTimeout(f"{kind} did not answer within {timeout:g}s") from None
+            outcomes = await future
+        finally:
+            timer.cancel()
         results = []
         for outcome in outcomes:
             if outcome.error is not None:
@@ -140,8 +147,8 @@ class CeleryExecutor:
 
     async def _send(self, kind: Kind, requests: list[Any], timeout: float) -> list[Any]:
         """One task: the outcome of each request, in order."""
-        payload = CALLS[kind](requests=requests, timeout_s=timeout).model_dump(mode="json")
-        meta = await self._roundtrip(TASKS[kind], [payload], QUEUES[kind], timeout)
+        payload = CALLS[kind](requests=requests, timeout_s=timeout).model_dump_json()
+        meta = await self._roundtrip(TASKS[kind], f"[{payload}]", QUEUES[kind], timeout)
         reply = REPLIES[kind].model_validate(_success(meta, kind))
         if reply.error is not None:
             raise error_from_info(reply.error)
@@ -150,7 +157,7 @@ class CeleryExecutor:
                 f"{kind}: worker answered {len(reply.outcomes)} outcomes for {len(requests)}")
         return list(reply.outcomes)
 
-    async def _roundtrip(self, task: str, args: list[Any], queue: str, timeout: float) -> dict[str, Any]:
+    async def _roundtrip(self, task: str, args_json: str, queue: str, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         state = self._state()
         task_id = str(uuid.uuid4())
@@ -158,10 +165,12 @@ class CeleryExecutor:
         try:
             sent = None
             if state.publisher is not None:
-                sent = await state.publisher.publish(task, args, queue, task_id, timeout)
+                sent = await state.publisher.publish(task, args_json, queue, task_id, timeout,
+                                                     reply_to=state.listener.channel)
             else:
                 await asyncio.get_running_loop().run_in_executor(
-                    self._threads, self._publish, task, args, queue, task_id, timeout)
+                    self._threads, self._publish, task, json.loads(args_json), queue, task_id, timeout,
+                    state.listener.channel)
             meta = await state.redelivery.answer(waiter, sent, deadline)
             if meta is None:
                 meta = await state.listener.fetch(task_id)  # answered, but the message was missed
@@ -171,10 +180,11 @@ class CeleryExecutor:
         finally:
             state.listener.forget(task_id)
 
-    def _publish(self, task: str, args: list[Any], queue: str, task_id: str, timeout: float) -> None:
+    def _publish(self, task: str, args: list[Any], queue: str, task_id: str, timeout: float,
+                 reply_to: str) -> None:
         try:
             self.app.send_task(task, args=args, queue=queue, task_id=task_id, expires=timeout,
-                               argsrepr=f"<{task} call>", kwargsrepr="{}")
+                               reply_to=reply_to, argsrepr=f"<{task} call>", kwargsrepr="{}")
         except (OperationalError, RedisError, OSError) as error:
             raise ModelUnavailable(f"broker unreachable: {error}") from None
 
@@ -201,7 +211,7 @@ class _LoopState:
 
     def __init__(self, executor: CeleryExecutor) -> None:
         self.listener = ResultListener(result_backend_url(executor.settings))
-        self.publisher = RedisTaskPublisher(executor.app, broker_url(executor.settings)) \
+        self.publisher = RedisTaskPublisher(broker_url(executor.settings)) \
             if executor.direct_publish else None
         self.redelivery = RedeliveryWatch(self.publisher, self.listener.fetch,
                                           executor.settings.broker_visibility_timeout_s)
@@ -263,6 +273,11 @@ class _Coalescer:
             if not item.future.done():
                 item.future.set_result(outcomes[start:end])
             start = end
+
+
+def _expire(future: asyncio.Future[Any], kind: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(GuardTimeout(f"{kind} did not answer within {timeout:g}s"))
 
 
 def _groups(queued: list[_Queued], max_requests: int) -> list[list[_Queued]]:

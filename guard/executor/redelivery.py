@@ -6,9 +6,10 @@ and only when its event loop has read the reply does it record the task in the `
 visibility timeout has passed, so a worker killed with tasks *recorded* loses nothing. A task that
 Redis already popped but the worker had not yet recorded exists only in the dying process (in its
 socket buffer, or between those two round trips) and is never redelivered: nothing in Redis names
-it any more. The window is short for a healthy worker, but it lasts as long as a worker is frozen
-(stopped, swapping, its event loop starved by the GIL) with a ``BRPOP`` outstanding, and a killed
-worker is often one that stopped responding first.
+it any more. The window is short for a healthy worker (the guard workers' transport,
+``workers.broker``, writes the record from a recorder thread ~2 ms later, batched), but it lasts as
+long as a worker is frozen (stopped, swapping, its event loop starved by the GIL) with a ``BRPOP``
+outstanding, and a killed worker is often one that stopped responding first.
 
 The client closes it, because it alone knows what it sent and is still waiting for. A task still
 unanswered one visibility timeout after it was sent (or after it was last looked at) is looked

@@ -33,6 +33,9 @@ TASKS: dict[Kind, str] = {"llama_guard": "guard.llama_guard", "prompt_guard": "g
 PING_TASK = "guard.ping"
 #: Remote-control command every worker answers with its ``WorkerStatus`` list (``guard status``).
 STATUS_COMMAND = "guard_status"
+#: Result channels of guard clients start with this: the worker publishes a task's result on its
+#: ``reply_to`` channel when it is one (``workers/backend.py``), so a client subscribes only once.
+REPLY_CHANNEL_PREFIX = "guard.replies."
 
 Req = TypeVar("Req", LlamaGuardRequest, PromptGuardRequest)
 Res = TypeVar("Res", LlamaGuardResult, PromptGuardResult)

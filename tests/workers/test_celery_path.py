@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -12,7 +13,10 @@ import pytest
 
 from guard.checks import run_checks
 from guard.errors import BadInput, GuardTimeout
-from guard.executor.celery import CeleryExecutor
+from guard.executor.celery import CeleryExecutor, _success
+from guard.executor.publish import RedisTaskPublisher
+from guard.executor.results import ResultListener
+from guard.executor.wire import QUEUES, TASKS, LlamaGuardCall
 from guard.executor.inprocess import InProcessExecutor
 from guard.models.registry import load_runners
 from guard.policy.plan import CheckPlan, PlannedScan
@@ -130,6 +134,33 @@ def test_a_check_that_cannot_finish_in_time_is_a_guard_timeout(workers: Any, cel
 
     with pytest.raises(GuardTimeout):
         with_executor(celery_settings, hurried)
+
+
+def test_a_task_that_expired_in_the_queue_is_answered_revoked_not_run(workers: Any,
+                                                                     celery_settings: GuardSettings) -> None:
+    """The worker's lean strategy drops a task past its ``expires`` with a REVOKED answer (the
+    client's "expired before a worker took it") and acknowledges it."""
+    async def expired() -> tuple[dict[str, Any], bool]:
+        url = celery_settings.broker_url
+        publisher, listener = RedisTaskPublisher(url), ResultListener(url)
+        task_id = str(uuid.uuid4())
+        try:
+            waiter = await listener.expect(task_id)
+            payload = LlamaGuardCall(requests=[LlamaGuardRequest(conversation=CONVERSATIONS[0])], timeout_s=1)
+            sent = await publisher.publish(TASKS["llama_guard"], f"[{payload.model_dump_json()}]",
+                                           QUEUES["llama_guard"], task_id, 0.001, reply_to=listener.channel)
+            meta = await asyncio.wait_for(waiter, 60)
+            await asyncio.sleep(0.3)  # acknowledgements are written lazily (workers.broker)
+            return meta, await publisher.locate(sent) == "neither"
+        finally:
+            await listener.aclose()
+            await publisher.aclose()
+
+    meta, acknowledged = asyncio.run(expired())
+    assert meta["status"] == "REVOKED" and meta["task_id"]
+    assert acknowledged
+    with pytest.raises(GuardTimeout, match="expired"):
+        _success(meta, "llama_guard")
 
 
 def test_status_and_ping_report_each_workers_model(workers: Any, celery_settings: GuardSettings,

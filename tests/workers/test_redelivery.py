@@ -14,13 +14,10 @@ import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
-from celery import Celery
 
 from guard.executor.publish import RedisTaskPublisher
 from guard.executor.redelivery import RedeliveryWatch
 from guard.executor.results import TASK_KEY_PREFIX, ResultListener
-from guard.settings import GuardSettings
-from workers.app import celery_config
 
 UNACKED = "unacked"  # kombu's default key of reserved entries
 
@@ -29,16 +26,14 @@ def test_only_a_task_taken_but_never_recorded_is_published_again(redis_server: A
     url = redis_server.url
 
     async def scenario() -> None:
-        app = Celery("redelivery-test", set_as_current=False)
-        app.conf.update(celery_config(GuardSettings(broker_url=url), with_backend=False))
-        publisher, listener = RedisTaskPublisher(app, url), ResultListener(url)
+        publisher, listener = RedisTaskPublisher(url), ResultListener(url)
         watch = RedeliveryWatch(publisher, listener.fetch, every_s=0.1, confirm_s=0.05)
         broker = aioredis.Redis.from_url(url)
         queue = f"redelivery-test-{uuid.uuid4().hex}"
         task_id, tag = str(uuid.uuid4()), ""
         try:
             waiter = await listener.expect(task_id)
-            sent = await publisher.publish("guard.prompt_guard", [{}], queue, task_id, 30)
+            sent = await publisher.publish("guard.prompt_guard", "[{}]", queue, task_id, 30)
             tag = sent.delivery_tag
 
             # waiting in the queue: looked at a few times, left alone
