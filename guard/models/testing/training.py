@@ -51,8 +51,10 @@ def train_causal_lm(
 ) -> list[float]:
     """Train in place with AdamW: ``steps`` steps of warmup and cosine decay to zero, so that the
     model ends annealed. While greedy decoding misses a ``validation`` answer (or wins it by a thin
-    margin), run up to ``extra_rounds`` more rounds of half the steps at half the rate.
-    Returns the loss of each step."""
+    margin), run up to ``extra_rounds`` more rounds of half the steps at half the rate. A further
+    round can also make things worse (its warmup shakes an annealed model; by how much depends on
+    the CPU's float rounding), so the model ends with the weights of the round that answered the
+    most validation examples confidently. Returns the loss of each step."""
     groups: dict[tuple[int, ...], list[Example]] = defaultdict(list)
     for example in examples:
         groups[example.prefix].append(example)
@@ -61,6 +63,7 @@ def train_causal_lm(
     weights = [len(groups[p]) for p in prefixes]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     losses: list[float] = []
+    best_accuracy, best_state = -1.0, None
     for round_ in range(1 + extra_rounds):
         round_steps = steps if round_ == 0 else steps // 2
         peak = lr if round_ == 0 else lr / 2
@@ -76,10 +79,19 @@ def train_causal_lm(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             losses.append(loss.item())
-        if answer_accuracy(model, validation, pad_id, margin=0.8) == 1.0:
+        accuracy = answer_accuracy(model, validation, pad_id, margin=0.8)
+        if accuracy > best_accuracy:
+            best_accuracy, best_state = accuracy, _snapshot(model)
+        if accuracy == 1.0:
             break
+    if best_state is not None and accuracy < best_accuracy:
+        model.load_state_dict(best_state)
     model.eval()
     return losses
+
+
+def _snapshot(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
