@@ -25,6 +25,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, replace
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -45,6 +46,11 @@ EMBED = '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
 #: Where a published task is: in its queue, reserved (taken by a worker, not yet acknowledged),
 #: neither (answered, on its way to a worker, or lost), or not known (Redis could not be read).
 Whereabouts = Literal["queued", "reserved", "neither", "unknown"]
+
+
+def _quote(text: str) -> str:
+    """``text`` as a JSON string, exactly as ``json.dumps`` writes it."""
+    return encode_basestring_ascii(text)
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class RedisTaskPublisher:
             raise ValueError(f"not a Redis broker URL: {url}")
         self._unacked_key = unacked_key
         self._origin = anon_nodename()
+        self._templates: dict[tuple[str, str, str], str] = {}
         # One retry: a pooled connection left dead by a Redis restart is replaced at once.
         self._client = aioredis.Redis.from_url(url, socket_connect_timeout=connect_timeout,
                                                socket_timeout=socket_timeout, retry=Retry(NoBackoff(), 1),
@@ -81,32 +88,46 @@ class RedisTaskPublisher:
 
     def message(self, name: str, args_json: str, queue: str, task_id: str, expires_s: float, *,
                 delivery_tag: str, reply_to: str = "") -> str:
-        """The Redis list entry for one task (what kombu would push for ``as_task_v2``'s message)."""
+        """The Redis list entry for one task (what kombu would push for ``as_task_v2``'s message).
+
+        The same text as ``json.dumps`` of the envelope, made from a template per (task, queue,
+        reply channel): only the id, expiry, body and tag are encoded per call (~0.1 ms less)."""
+        template = self._templates.get((name, queue, reply_to))
+        if template is None:
+            template = self._templates[(name, queue, reply_to)] = self._template(name, queue, reply_to)
         expires = datetime.fromtimestamp(time.time() + expires_s, timezone.utc).isoformat()
+        body = base64.b64encode(f"[{args_json}, {{}}, {EMBED}]".encode()).decode()
+        return template.format(id=_quote(task_id), expires=_quote(expires), body=_quote(body),
+                               tag=_quote(delivery_tag))
+
+    def _template(self, name: str, queue: str, reply_to: str) -> str:
+        marks = {field: f"@@guard-{field}@@" for field in ("id", "expires", "body", "tag")}
         headers = {
-            "lang": "py", "task": name, "id": task_id, "shadow": None, "eta": None, "expires": expires,
-            "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
-            "root_id": task_id, "parent_id": None, "argsrepr": f"<{name} call>", "kwargsrepr": "{}",
-            "origin": self._origin, "ignore_result": False, "replaced_task_nesting": 0,
-            "stamped_headers": None, "stamps": {},
+            "lang": "py", "task": name, "id": marks["id"], "shadow": None, "eta": None,
+            "expires": marks["expires"], "group": None, "group_index": None, "retries": 0,
+            "timelimit": [None, None], "root_id": marks["id"], "parent_id": None,
+            "argsrepr": f"<{name} call>", "kwargsrepr": "{}", "origin": self._origin, "ignore_result": False,
+            "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
         }
-        body = f"[{args_json}, {{}}, {EMBED}]".encode()
         properties = {
-            "correlation_id": task_id,
+            "correlation_id": marks["id"],
             "reply_to": reply_to,
             "delivery_mode": DELIVERY_MODE_PERSISTENT,
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
             "body_encoding": "base64",
-            "delivery_tag": delivery_tag,
+            "delivery_tag": marks["tag"],
         }
-        return json.dumps({
-            "body": base64.b64encode(body).decode(),
+        text = json.dumps({
+            "body": marks["body"],
             "content-encoding": "utf-8",
             "content-type": "application/json",
             "headers": headers,
             "properties": properties,
-        })
+        }).replace("{", "{{").replace("}", "}}")
+        for field, mark in marks.items():
+            text = text.replace(_quote(mark), "{" + field + "}")
+        return text
 
     async def publish(self, name: str, args_json: str, queue: str, task_id: str, expires_s: float,
                       reply_to: str = "") -> Sent:
