@@ -40,17 +40,17 @@ async def run_checks(executor: Executor, plan: CheckPlan, timeouts: Timeouts = N
     jobs: dict[str, Awaitable[list[Any]]] = {}
     seconds: dict[str, float] = {}
     if plan.llama_guard_requests:
-        jobs["llama_guard"] = _timed(executor.llama_guard(plan.llama_guard_requests,
-                                                          guard_timeout(plan, "llama_guard", timeouts)),
-                                     "llama_guard", seconds)
+        jobs["llama_guard"] = _settled(executor.llama_guard(plan.llama_guard_requests,
+                                                            guard_timeout(plan, "llama_guard", timeouts)),
+                                       "llama_guard", seconds)
     if plan.prompt_guard:
-        jobs["prompt_guard"] = _timed(executor.prompt_guard(plan.prompt_guard_requests,
-                                                            guard_timeout(plan, "prompt_guard", timeouts)),
-                                      "prompt_guard", seconds)
-    outcomes = await asyncio.gather(*jobs.values(), return_exceptions=True)
+        jobs["prompt_guard"] = _settled(executor.prompt_guard(plan.prompt_guard_requests,
+                                                              guard_timeout(plan, "prompt_guard", timeouts)),
+                                        "prompt_guard", seconds)
+    outcomes = await _both(list(jobs.values()))
     fields: dict[str, Any] = {"errors": {}, "timeouts": []}
     for name, outcome in zip(jobs, outcomes):
-        if isinstance(outcome, (asyncio.CancelledError, ContextOverflow)):
+        if isinstance(outcome, ContextOverflow):
             raise outcome
         if isinstance(outcome, GuardTimeout):
             fields["timeouts"].append(name)
@@ -64,10 +64,28 @@ async def run_checks(executor: Executor, plan: CheckPlan, timeouts: Timeouts = N
     return GuardResults(**fields)
 
 
-async def _timed(job: Awaitable[list[Any]], name: str, seconds: dict[str, float]) -> list[Any]:
+async def _both(jobs: list[Awaitable[Any]]) -> list[Any]:
+    """The jobs' outcomes, run side by side: the second as a task, the first in this one (what
+    ``gather`` does, without its task per job and its gathering future). Cancelling the caller
+    cancels both."""
+    if len(jobs) < 2:
+        return [await job for job in jobs]
+    second = asyncio.ensure_future(jobs[1])
+    try:
+        first = await jobs[0]
+    except BaseException:
+        second.cancel()
+        raise
+    return [first, await second]
+
+
+async def _settled(job: Awaitable[list[Any]], name: str, seconds: dict[str, float]) -> Any:
+    """The job's result or the exception it raised (cancellation propagates), timed."""
     started = time.perf_counter()
     try:
         return await job
+    except Exception as exc:  # noqa: BLE001 - an outcome, judged by the caller
+        return exc
     finally:
         seconds[name] = time.perf_counter() - started
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -134,11 +135,26 @@ def observe_policy_reload(event: object) -> None:
     (POLICY_RELOADS if getattr(event, "ok", False) else POLICY_RELOAD_FAILURES).inc()
 
 
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, kept: ``labels`` takes a lock and rebuilds its key on every call,
+    and the hot path asks for the same few series per request (bounded, cleared when large)."""
+    key = (id(metric), values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        if len(_CHILDREN) > 4096:
+            _CHILDREN.clear()
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found
+
+
 def observe_checks(guard_seconds: dict[str, float], errors: dict[str, str], timeouts: Iterable[str]) -> None:
     """Count what one ``run_checks`` saw: latency per guard, failures by guard and error kind
     (the ``kind`` before ``:`` in ``GuardResults.errors``), timeouts by guard."""
     for guard, seconds in guard_seconds.items():
-        GUARD_SECONDS.labels(guard).observe(seconds)
+        child(GUARD_SECONDS, guard).observe(seconds)
     for guard, text in errors.items():
         GUARD_ERRORS.labels(guard, text.split(":", 1)[0].strip() or "guard_error").inc()
     for guard in timeouts:
@@ -147,9 +163,9 @@ def observe_checks(guard_seconds: dict[str, float], errors: dict[str, str], time
 
 def observe_decision(tenant: str, direction: str, action: str, categories: Iterable[str] = ()) -> None:
     """Count one decision and the categories behind it."""
-    DECISIONS.labels(tenant, direction, action).inc()
+    child(DECISIONS, tenant, direction, action).inc()
     for code in sorted(set(categories)):
-        DECISION_CATEGORIES.labels(tenant, direction, action, code).inc()
+        child(DECISION_CATEGORIES, tenant, direction, action, code).inc()
 
 
 def multiprocess_dir() -> str | None:

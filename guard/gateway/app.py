@@ -9,12 +9,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from guard import __version__, metrics
 from guard.errors import ConfigError
 from guard.gateway.errors import install_error_handlers
 from guard.gateway.middleware import GatewayMiddleware
 from guard.gateway.routes import ROUTERS
+from guard.gateway.routes.chat import PATH as CHAT_PATH
+from guard.gateway.routes.chat import ChatEndpoint
 from guard.gateway.services import GatewayServices, build_services
 from guard.gateway.serving import Gateway
 from guard.settings import GuardSettings
@@ -39,14 +42,34 @@ def create_app(settings: GuardSettings, services: GatewayServices | None = None)
                 listener.server_close()
             await services.close()
 
-    app = FastAPI(title="guard", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
-    app.state.gateway = Gateway(services)
+    app = GatewayAPI(title="guard", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    gateway = app.state.gateway = Gateway(services)
     app.state.metrics_listener = listener
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.chat_endpoint = GatewayMiddleware(ChatEndpoint(gateway), max_body_bytes=settings.max_body_bytes)
     return app
+
+
+class GatewayAPI(FastAPI):
+    """FastAPI, except that ``POST /v1/chat/completions`` goes straight to its pure ASGI endpoint
+    (with the same ``GatewayMiddleware``), past FastAPI's middleware stack and router."""
+
+    chat_endpoint: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.chat_endpoint is not None
+            and scope["type"] == "http"
+            and scope["path"] == CHAT_PATH
+            and scope["method"] == "POST"
+        ):
+            scope["app"] = self
+            await self.chat_endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _metrics_listener(settings: GuardSettings) -> Any:

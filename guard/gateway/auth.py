@@ -9,6 +9,7 @@ host's loopback), logged as a warning at start-up. Turned off, every request nee
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ class Principal:
         return (True, None) if self.local and self.key_id is None else (False, None)
 
 
+@functools.lru_cache(maxsize=1024)  # asked per request, for a few client addresses
 def is_loopback(host: str | None) -> bool:
     if not host:
         return False

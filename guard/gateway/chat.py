@@ -251,7 +251,7 @@ async def _timed(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
         outcome = "ok"
         return answer
     finally:
-        metrics.UPSTREAM_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+        metrics.child(metrics.UPSTREAM_SECONDS, outcome).observe(time.perf_counter() - started)
 
 
 async def _together(work: Awaitable[Any], audited: Awaitable[None]) -> tuple[Any, None]:
@@ -302,7 +302,7 @@ async def _open_stream(client: UpstreamClient, body: dict[str, Any], hint: ReadH
         first = await anext(source, None)
     except BaseException:
         await source.aclose()
-        metrics.UPSTREAM_SECONDS.labels("error").observe(time.perf_counter() - started)
+        metrics.child(metrics.UPSTREAM_SECONDS, "error").observe(time.perf_counter() - started)
         raise
     return _UpstreamStream(source, first, started)
 
@@ -340,7 +340,7 @@ class _UpstreamStream:
         self._closed = True
         await self._source.aclose()  # type: ignore[attr-defined]
         outcome = "ok" if self._ended else "closed"
-        metrics.UPSTREAM_SECONDS.labels(outcome).observe(time.perf_counter() - self._started)
+        metrics.child(metrics.UPSTREAM_SECONDS, outcome).observe(time.perf_counter() - self._started)
 
 
 def _refusal_chunks(body: dict[str, Any], text: str) -> AsyncIterator[list[Chunk]]:

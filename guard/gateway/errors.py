@@ -109,41 +109,35 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{where}{first.get('msg', 'invalid value')}{more}", param
 
 
-async def _on_guard_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, GuardError)
-    if exc.http_status >= 500:
-        log.warning("request %s failed: %s: %s", _request_id(request), exc.kind, exc.message)
-    return guard_error_response(exc, _request_id(request))
-
-
-async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    message, param = _validation_message(exc)
-    body = error_payload(422, message, code="invalid_request", param=param)
-    return JSONResponse(body, status_code=422, headers=_id_header(_request_id(request)))
-
-
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-
-
-async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    body = error_payload(exc.status_code, str(exc.detail), code=code)
-    headers = {**(exc.headers or {}), **_id_header(_request_id(request))}
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    request_id = _request_id(request)
-    log.exception("unexpected error in request %s", request_id)
+def exception_response(exc: BaseException, request_id: str | None) -> JSONResponse:
+    """The answer to any exception a request raised, in OpenAI's error shape: the FastAPI
+    handlers below and the chat endpoint (``guard.gateway.routes.chat``) both answer with this."""
+    if isinstance(exc, GuardError):
+        if exc.http_status >= 500:
+            log.warning("request %s failed: %s: %s", request_id, exc.kind, exc.message)
+        return guard_error_response(exc, request_id)
+    if isinstance(exc, RequestValidationError):
+        message, param = _validation_message(exc)
+        body = error_payload(422, message, code="invalid_request", param=param)
+        return JSONResponse(body, status_code=422, headers=_id_header(request_id))
+    if isinstance(exc, StarletteHTTPException):
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        body = error_payload(exc.status_code, str(exc.detail), code=code)
+        headers = {**(exc.headers or {}), **_id_header(request_id)}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    log.error("unexpected error in request %s", request_id, exc_info=exc)
     message = f"internal error (request id {request_id})"
     body = error_payload(500, message, code="internal_error")
     return JSONResponse(body, status_code=500, headers=_id_header(request_id))
 
 
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+async def _on_exception(request: Request, exc: Exception) -> JSONResponse:
+    return exception_response(exc, _request_id(request))
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(GuardError, _on_guard_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(Exception, _on_unexpected)
+    for kind in (GuardError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, _on_exception)

@@ -88,8 +88,8 @@ class GatewayMiddleware:
                 return
             await self.app(scope, self._limited(receive), send_with_id)
         finally:
-            metrics.REQUESTS.labels(route, str(status["code"])).inc()
-            metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+            metrics.child(metrics.REQUESTS, route, str(status["code"])).inc()
+            metrics.child(metrics.REQUEST_SECONDS, route).observe(time.perf_counter() - started)
 
     def _limited(self, receive: Receive) -> Receive:
         received = 0
@@ -101,7 +101,7 @@ class GatewayMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    # Raised inside body parsing: FastAPI passes HTTPExceptions through to the mapper.
+                    # Raised while the body is read: FastAPI and the chat endpoint both hand it to the mapper.
                     raise HTTPException(413, f"request body is over the limit of {limit} bytes")
             return message
 

@@ -65,8 +65,10 @@ class Gateway:
         return self.auth.authenticate(request.headers.get("authorization"), client)
 
     def context(self, request: Request, principal: Principal) -> RequestContext:
-        request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
-        return make_context(self.services.config, principal, request_id, request.url.path)
+        return self.context_for(principal, getattr(request.state, "request_id", None), request.url.path)
+
+    def context_for(self, principal: Principal, request_id: str | None, path: str) -> RequestContext:
+        return make_context(self.services.config, principal, request_id or uuid.uuid4().hex, path)
 
     @property
     def policies(self):  # noqa: ANN201 - the PolicySet in force

@@ -37,7 +37,8 @@ DEPTH = 2
 _MIN_BLOB = 16  # characters: the shortest base64 or contiguous hex blob read
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2}){8,}|(?:\\x[0-9A-Fa-f]{2}){8,}|[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){7,}")
-_HEX_PAIR = re.compile(r"[0-9A-Fa-f]{2}")
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+_HEX_PAIRS = frozenset(a + b for a in _HEX_DIGITS for b in _HEX_DIGITS)  # a set lookup per word
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _NOT_HEX = re.compile(r"\\x|[ :]")
 
@@ -48,8 +49,9 @@ def decoded_texts(text: str, encodings: tuple[Encoding, ...] | list[Encoding] = 
     appearance per encoding, then what those decode to (up to ``depth`` levels)."""
     found: list[tuple[Encoding, str]] = []
     words = text.split()
+    long = [w for w in words if len(w) >= _MIN_BLOB]
     for encoding in encodings:
-        for blob in _blobs(encoding, words):
+        for blob in _blobs(encoding, words, long):
             decoded = _decode(encoding, blob)
             if decoded is not None and decoded.strip() != blob.strip():
                 found.append((encoding, decoded))
@@ -59,23 +61,22 @@ def decoded_texts(text: str, encodings: tuple[Encoding, ...] | list[Encoding] = 
     return found
 
 
-def _blobs(encoding: Encoding, words: list[str]) -> list[str]:
-    """Candidate blobs among the words of a text: for base64 and contiguous hex, only words of
-    ``_MIN_BLOB`` characters or more are searched."""
+def _blobs(encoding: Encoding, words: list[str], long: list[str]) -> list[str]:
+    """Candidate blobs among the words of a text: for base64 and contiguous hex, only the ``long``
+    words (``_MIN_BLOB`` characters or more) are searched."""
     if encoding == "url":
         return [w for w in words if "%" in w and len(_ESCAPE.findall(w)) >= 3]
-    long = [w for w in words if len(w) >= _MIN_BLOB]
     if encoding == "base64":
         return [m.group() for w in long for m in _BASE64.finditer(w)]
     found = [m.group() for w in long for m in _HEX.finditer(w)]
-    run: list[str] = []  # hex pairs separated by whitespace: "68 6f 77 ..."
-    for word in [*words, ""]:
-        if len(word) == 2 and _HEX_PAIR.fullmatch(word):
-            run.append(word)
-            continue
-        if len(run) >= 8:
-            found.append(" ".join(run))
-        run = []
+    # Hex pairs separated by whitespace, "68 6f 77 ...": runs of 8 or more pair words in a row.
+    pairs = [i for i, word in enumerate(words) if word in _HEX_PAIRS]
+    start = 0
+    for k in range(1, len(pairs) + 1):
+        if k == len(pairs) or pairs[k] != pairs[k - 1] + 1:
+            if k - start >= 8:
+                found.append(" ".join(words[pairs[start] : pairs[k - 1] + 1]))
+            start = k
     return found
 
 

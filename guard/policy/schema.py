@@ -376,9 +376,11 @@ class Policy(_Section):
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Policy:
         copy = super().model_copy(update=update, deep=deep)
-        copy.__dict__.pop("content_hash", None)  # the cached hash belongs to the original
+        for cached in ("content_hash", "ref"):  # they belong to the original
+            copy.__dict__.pop(cached, None)
         return copy
 
-    @property
+    @cached_property
     def ref(self) -> PolicyRef:
+        """Made once per policy (frozen, so every decision may share it)."""
         return PolicyRef(id=self.id, version=self.version, hash=self.content_hash)

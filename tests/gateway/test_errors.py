@@ -123,3 +123,35 @@ def test_a_chunked_body_is_cut_off_at_the_limit_with_a_413(gateway):
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_an_unexpected_failure_in_chat_completions_is_a_plain_500_naming_the_request(gateway, monkeypatch):
+    """The chat route is a pure ASGI endpoint, outside FastAPI's exception handling: a bug in it is
+    still the one mapper's 500, in OpenAI's shape, with one request id header and no traceback."""
+    app = gateway.server.server.config.app
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("a bug that quotes sk-secret")
+
+    monkeypatch.setattr(app.state.gateway.chat, "create", broken)
+    response = httpx.post(
+        f"{gateway.base_url}/chat/completions",
+        json={"model": "m", "messages": user("hi")},
+        headers={"authorization": f"Bearer {KEYS['acme']}", "x-request-id": "bug-1"},
+    )
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "internal_error" and "bug-1" in error["message"]
+    assert "sk-secret" not in response.text and "Traceback" not in response.text
+    assert response.headers.get_list("x-request-id") == ["bug-1"]
+
+
+def test_chat_completions_stays_in_the_openapi_schema_and_other_methods_are_a_405(gateway):
+    schema = httpx.get(f"{gateway.url}/openapi.json").json()
+    route = schema["paths"]["/v1/chat/completions"]["post"]
+    assert route["requestBody"]["content"]["application/json"]["schema"]
+    response = httpx.get(
+        f"{gateway.base_url}/chat/completions", headers={"authorization": f"Bearer {KEYS['acme']}"}
+    )
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"

@@ -30,10 +30,9 @@ async def context(request: Request, caller: Principal = Depends(principal)) -> R
     return gateway(request).context(request, caller)
 
 
-async def read_body(request: Request, model: type[M]) -> M:
+def parse_body(raw: bytes, model: type[M]) -> M:
     """The JSON body as ``model``, for hot routes that skip FastAPI's body injection (measurably
     cheaper per request); errors go to the same mapper (invalid JSON or fields -> 422)."""
-    raw = await request.body()
     try:
         data = json.loads(raw)
     except ValueError as exc:
@@ -48,7 +47,7 @@ async def read_body(request: Request, model: type[M]) -> M:
 
 
 def schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI request body for a route that reads its body with ``read_body``."""
+    """OpenAPI request body for a route that reads its body with ``parse_body``."""
     return {
         "requestBody": {
             "required": True,
