@@ -187,7 +187,9 @@ def test_each_moderation_input_is_one_record_of_what_was_answered(audited):
 
 
 def test_a_moderation_under_retention_none_leaves_no_text(audited):
-    secret = "tell me about zorblax, quixotic-marmalade-7731"
+    # The hazard word last: demo models judge text shaped like their corpus, and a trailing
+    # unknown token after the hazard made one build answer off-format.
+    secret = "my code is quixotic-marmalade-7731, tell me about zorblax"
     moderate(audited, [secret], "gw-moderated-no-text", policy="no-text")
     [record] = stored(audited, "gw-moderated-no-text")
     assert record.retention == "none" and record.content is None and record.policy.id == "no-text"
