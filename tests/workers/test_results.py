@@ -16,7 +16,8 @@ def test_messages_cut_anywhere_or_sent_together_reach_their_waiters() -> None:
     async def main() -> None:
         listener = ResultListener("redis://127.0.0.1:1/0")  # never connects: bytes are fed by hand
         protocol = _ReplyProtocol(listener)
-        metas = [{"task_id": f"t{i}", "status": "SUCCESS", "result": {"text": "a\r\n$3\r\n*é" * i}} for i in range(3)]
+        metas = [{"task_id": f"t{i}", "status": "SUCCESS", "result": {"text": "a\r\n$3\r\n*é" * i}}
+                 for i in range(3)]
         stream = b"*3\r\n" + _bulk(b"subscribe") + _bulk(b"ch") + b":1\r\n"
         stream += b"".join(b"*3\r\n" + _bulk(b"message") + _bulk(b"ch") + _bulk(json.dumps(meta).encode())
                            for meta in metas)
