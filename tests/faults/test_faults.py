@@ -100,9 +100,11 @@ def test_a_stream_cut_without_done_is_still_judged_to_its_end(fault_gateway):
 
 
 def test_a_guard_model_that_raises_fails_closed_and_fail_open_is_counted(fault_gateway):
-    """A conversation longer than the demo Llama Guard's positions makes the runner raise (per
-    request): the default policy blocks, the fail-open policy lets it through and counts it."""
-    long = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "lorem ipsum " * 6_000},
+    """The runner raises for one request (the demo Llama Guard, trained on short messages, answers
+    a long filler turn outside its format: a typed ``malformed_output`` error): the default policy
+    blocks, the fail-open policy lets it through and counts it. (Conversations past the model's
+    positions no longer raise: they are judged in pieces, tests/models.)"""
+    long = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "lorem ipsum " * 200},
             {"role": "user", "content": "ok"}]
     metric = MetricDelta(fault_gateway.url)
     blocked = chat(fault_gateway, "", messages=long)
@@ -164,14 +166,22 @@ def _wait(condition, message: str, timeout: float = 15.0) -> None:
     pytest.fail(message)
 
 
+SHORT_WINDOWS = "id: short-windows\nextends: default\nstreaming: {window_tokens: 40, overlap_tokens: 10}\n"
+
+
 def test_a_payload_split_across_two_stream_windows_is_judged_whole(fault_gateway):
-    """The hazard word cut between the last piece of one 200-piece window and the first of the next:
-    the next window is judged with the previous one's last 50 pieces, so it sees the whole word."""
+    """The hazard word cut between the last piece of one 40-piece window and the first of the next:
+    the next window is judged with the previous one's last 10 pieces, so it sees the whole word.
+    (Short windows: the demo Llama Guard, trained on short messages, answers off-format for some
+    builds on a 200-word window of filler, which would be a guard error, not this test's point.)"""
+    (fault_gateway.policies_dir / "short-windows.yaml").write_text(SHORT_WINDOWS, encoding="utf-8")
+    _wait(lambda: chat(fault_gateway, "hello", policy="short-windows").status_code == 200,
+          "the short-windows policy was not loaded")
     story = "I baked fresh bread with my sister at home this weekend and we planted tomatoes in the garden .".split()
-    pieces = [f"{story[i % len(story)]} " for i in range(199)] + ["zor", "blax", " at", " home"]
+    pieces = [f"{story[i % len(story)]} " for i in range(39)] + ["zor", "blax", " at", " home"]
     messages = [{"role": "system", "content": "[[chunks:" + "|".join(pieces) + "]]"},
                 {"role": "user", "content": "tell me a story"}]
-    response = chat(fault_gateway, "", stream=True, messages=messages)
+    response = chat(fault_gateway, "", stream=True, messages=messages, policy="short-windows")
     events = sse_events(response.text)
     finish = [e["choices"][0]["finish_reason"] for e in events if isinstance(e, dict) and e.get("choices")]
     assert finish[-1] == "content_filter" and "blax" not in response.text
