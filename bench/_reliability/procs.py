@@ -94,8 +94,10 @@ class Stack:
 
 
 @contextmanager
-def service_stack(workdir: Path, demo: Any, *, celery: bool, worker_concurrency: int = 32) -> Iterator[Stack]:
-    """Scripted upstream + gateway (+ redis and one worker per model kind with ``celery``)."""
+def service_stack(workdir: Path, demo: Any, *, celery: bool, worker_concurrency: int = 32,
+                  judgement_cache: int | None = None) -> Iterator[Stack]:
+    """Scripted upstream + gateway (+ redis and one worker per model kind with ``celery``);
+    ``judgement_cache`` sets the gateway's ``GUARD_JUDGEMENT_CACHE_SIZE`` (else its default)."""
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack()
     with ExitStack() as cleanup:
@@ -111,6 +113,8 @@ def service_stack(workdir: Path, demo: Any, *, celery: bool, worker_concurrency:
                "GUARD_PROMPT_GUARD": str(demo.prompt_guard_2), "GUARD_DTYPE": "float32", "GUARD_DEVICE": "cpu",
                "GUARD_AUDIT_URL": f"sqlite:///{workdir / 'audit.sqlite3'}", "GUARD_CONFIG_FILE": "",
                "GUARD_MAX_WAIT_MS": "5", "GUARD_MAX_BATCH_SIZE": "32"}
+        if judgement_cache is not None:
+            env["GUARD_JUDGEMENT_CACHE_SIZE"] = str(judgement_cache)
         if celery:
             redis_port = free_port()
             start("redis", [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind",
@@ -159,8 +163,10 @@ class RssSampler:
         self.samples: dict[str, list[tuple[float, int]]] = {name: [] for name in pids}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self.started = time.monotonic()
 
     def __enter__(self) -> RssSampler:
+        self.started = time.monotonic()
         self._thread.start()
         return self
 
@@ -169,9 +175,8 @@ class RssSampler:
         self._thread.join(10)
 
     def _run(self) -> None:
-        started = time.monotonic()
         while not self._stop.is_set():
-            now = time.monotonic() - started
+            now = time.monotonic() - self.started
             for name, pid in self.pids.items():
                 try:
                     proc = psutil.Process(pid)
@@ -181,15 +186,32 @@ class RssSampler:
                 self.samples[name].append((now, rss))
             self._stop.wait(self.interval)
 
-    def peak_mb(self, name: str) -> float:
-        return max((rss for _, rss in self.samples[name]), default=0) / 2**20
+    def now(self) -> float:
+        """Seconds since the sampler started (the time base of its samples)."""
+        return time.monotonic() - self.started
 
-    def growth_mb(self, name: str, window: float) -> float:
-        """Mean RSS of the last ``window`` seconds minus that of the first ``window`` seconds."""
-        points = self.samples[name]
+    def _points(self, name: str, since: float = 0.0, until: float = float("inf")) -> list[tuple[float, int]]:
+        return [(t, rss) for t, rss in self.samples[name] if since <= t <= until]
+
+    def peak_mb(self, name: str, since: float = 0.0) -> float:
+        return max((rss for _, rss in self._points(name, since)), default=0) / 2**20
+
+    def growth_mb(self, name: str, window: float, since: float = 0.0, until: float = float("inf")) -> float:
+        """Mean RSS of the last ``window`` seconds minus that of the first ``window`` seconds of the
+        samples taken between ``since`` and ``until``."""
+        points = self._points(name, since, until)
         if len(points) < 2:
             return 0.0
-        end = points[-1][0]
-        first = [rss for t, rss in points if t <= points[0][0] + window]
+        start, end = points[0][0], points[-1][0]
+        first = [rss for t, rss in points if t <= start + window]
         last = [rss for t, rss in points if t >= end - window]
         return (sum(last) / len(last) - sum(first) / len(first)) / 2**20
+
+    def trace_mb(self, name: str, step: float = 10.0) -> list[tuple[float, float]]:
+        """(seconds, MB) every ``step`` seconds: the curve behind peak and growth."""
+        out: list[tuple[float, float]] = []
+        points = self.samples[name]
+        for i, (t, rss) in enumerate(points):
+            if not out or t >= out[-1][0] + step or i == len(points) - 1:  # and the last sample
+                out.append((round(t, 1), round(rss / 2**20, 1)))
+        return out
