@@ -441,9 +441,15 @@ FINDINGS = """## Found and fixed while building this
   apart, its errors still errors), reports what each process gained during it beside the measured
   growth and the RSS curve of every process (above), and bounds the gateway's judgement cache to
   1,000 results during load (full within the warm-up; nothing is answered from it there). Any growth
-  left in the table is measured, not hidden. Proposed (`workers/`, not changed here): start the
-  threads pool's threads when the worker starts, and `MALLOC_ARENA_MAX=2` for worker processes, so a
-  worker is at its steady size before its first task.
+  left in the table is measured, not hidden. With it (`python -m bench load`, 200 clients, 60 s
+  warm-up + 60 s, niced, load average 0.3-5): in-process gateway +1.7 MB, upstream 0; Celery gateway
+  +0.7 MB, Redis +3.5 MB (results within their 300 s), Llama Guard worker +11.7 MB, Prompt Guard
+  worker +8.5 MB. **No growth is not met for the Celery workers.** One run with `MALLOC_ARENA_MAX=2`
+  in every process (same load): Llama Guard worker +2.7 MB (peak 478 MB against 501), Prompt Guard
+  worker +8.2 MB (unchanged): one run each, so only a hint. Proposed (`workers/`, not changed here):
+  start the threads pool's threads when the worker starts, `MALLOC_ARENA_MAX=2` for worker processes
+  (`compose.yaml`, the worker's docs), and a 30-minute Celery run to see whether the Prompt Guard
+  worker's creep stops.
 """
 
 
