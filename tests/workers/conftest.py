@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from guard.executor.celery import CeleryExecutor
@@ -45,6 +46,8 @@ class WorkerProcess:
     queue: str
     proc: subprocess.Popen[bytes]
     log: Path
+    #: Threads of the process once its model was loaded (before any check reached it).
+    threads_when_loaded: int = 0
 
     @property
     def node(self) -> str:
@@ -135,6 +138,8 @@ def workers(demo_models: Any, redis_server: Any, worker_logs: Path,
                for queue in ("llama_guard", "prompt_guard")}
     try:
         wait_loaded(celery_settings, *started.values())
+        for worker in started.values():
+            worker.threads_when_loaded = psutil.Process(worker.proc.pid).num_threads()
         yield started
     finally:
         for worker in started.values():

@@ -177,6 +177,13 @@ def test_status_and_ping_report_each_workers_model(workers: Any, celery_settings
     assert [s.queue for s in pinged] == ["llama_guard"] and pinged[0].loaded
 
 
+def test_a_worker_starts_its_pool_threads_before_the_first_check(workers: Any) -> None:
+    """Threads started lazily as load first reaches them made a worker's memory grow for minutes
+    into its first busy period (stacks, malloc arenas): every pool thread exists once it is ready."""
+    for worker in workers.values():
+        assert worker.threads_when_loaded > 16, (worker.name, worker.threads_when_loaded)  # --concurrency 16
+
+
 def test_guard_status_prints_every_worker(workers: Any, redis_server: Any) -> None:
     done = subprocess.run([*guard_command(), "status", "--broker", redis_server.url, "--require-loaded", "--json"],
                           capture_output=True, text=True, timeout=60)
