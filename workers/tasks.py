@@ -32,6 +32,7 @@ from guard.executor.wire import (
 from guard.models.registry import load_runners
 from guard.settings import get_settings
 from workers.app import app
+from workers.memory import cap_malloc_arenas, start_pool_threads
 
 log = logging.getLogger("guard.worker")
 
@@ -132,28 +133,12 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     _concurrency = getattr(pool, "limit", None)
     if "prefork" in type(pool).__module__:
         return  # children load on their first task; the parent must not hold a model
-    _start_pool_threads(pool)
+    cap_malloc_arenas()
+    start_pool_threads(pool)
     for kind in _served:
         log.info("loading the %s model (%s) in the background", kind,
                  runtime().runners.spec(kind).model or "demo")
         runtime().warm_up(kind)
-
-
-def _start_pool_threads(pool: Any) -> None:
-    """Start every thread of a threads pool now rather than as load first reaches it.
-
-    ``ThreadPoolExecutor`` starts a thread only when a task finds none idle, so a worker's memory
-    (thread stacks, malloc arenas) otherwise keeps growing for minutes into its first busy period,
-    which looks like a leak. Each of ``limit`` placeholder tasks holds its thread until all have
-    been submitted, which makes the executor start one thread per task."""
-    executor = getattr(pool, "executor", None)
-    limit = getattr(pool, "limit", None)
-    if executor is None or not limit:
-        return
-    release = threading.Event()
-    for _ in range(limit):
-        executor.submit(release.wait, 10.0)
-    release.set()
 
 
 @signals.worker_shutdown.connect
