@@ -446,10 +446,16 @@ FINDINGS = """## Found and fixed while building this
   +0.7 MB, Redis +3.5 MB (results within their 300 s), Llama Guard worker +11.7 MB, Prompt Guard
   worker +8.5 MB. **No growth is not met for the Celery workers.** One run with `MALLOC_ARENA_MAX=2`
   in every process (same load): Llama Guard worker +2.7 MB (peak 478 MB against 501), Prompt Guard
-  worker +8.2 MB (unchanged): one run each, so only a hint. Proposed (`workers/`, not changed here):
-  start the threads pool's threads when the worker starts, `MALLOC_ARENA_MAX=2` for worker processes
-  (`compose.yaml`, the worker's docs), and a 30-minute Celery run to see whether the Prompt Guard
-  worker's creep stops.
+  worker +8.2 MB (unchanged): one run each, so only a hint. Since then a worker starts all its pool
+  threads when it is ready and caps glibc's arenas at 2 (`workers/memory.py`; bef1f16, 24dc049): one
+  run (60 s warm-up + 60 s, load 2-3) gave peaks 477 / 442 MB and growth +8.7 / +3.8 MB. A 20-minute
+  run (`python -m bench load --mode celery --duration 1200`, 200 clients, 28,040 requests, 0 errors,
+  load 2-4) tells the two workers apart: the Prompt Guard worker levels off (448 MB at 5 min, 454 at
+  10, 456 at 15, 458 at 20: under 0.5 MB/min at the end), the **Llama Guard worker does not** (487 MB
+  at 5 min, 492 at 10, 500 at 15, 509-526 at 18-21: about 2 MB/min, roughly 1.5 KB per request);
+  gateway (112-113 MB) and upstream flat, Redis flat at 38-39 MB once results expire (300 s). The
+  Llama Guard worker's creep is not found: its runner driven without Celery stayed flat (above),
+  so the next place to look is what differs per task in the Celery worker for that queue.
 """
 
 
