@@ -315,7 +315,13 @@ def test_batching_does_not_change_scores(random_dirs, pg1, batch_size, batch_cel
     for ours, base in zip(_scan(runner, texts), _scan(pg1, texts), strict=True):
         assert ours.jailbreak_score == pytest.approx(base.jailbreak_score, abs=TOL)
         assert ours.injection_score == pytest.approx(base.injection_score, abs=TOL)
-        assert (ours.segment, ours.segment_index) == (base.segment, base.segment_index)
+        if (ours.segment, ours.segment_index) != (base.segment, base.segment_index):
+            # Overlapping segments that score alike (random-init weights score most text alike)
+            # are a tie within float noise, which batching may break the other way: the segment
+            # reported must then itself score the maximum.
+            [alone] = _scan(pg1, [ours.segment])
+            assert alone.segments == 1
+            assert alone.jailbreak_score == pytest.approx(base.jailbreak_score, abs=TOL)
 
 
 def test_batches_are_length_sorted_and_respect_every_limit(pg2):
@@ -590,3 +596,4 @@ def test_a_model_that_is_not_prompt_guard_is_a_config_error(tmp_path):
 def test_a_missing_model_is_unavailable(tmp_path):
     with pytest.raises(ModelUnavailable):
         load_prompt_guard(str(tmp_path / "nowhere" / "model"))
+
