@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Protocol, TextIO, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Connection, Executable, and_, bindparam, exists, func, select, text
+from sqlalchemy import Connection, and_, exists, func, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from guard import metrics
@@ -40,6 +40,7 @@ from guard.audit.chain import Checkpoint, link, seal, with_hash
 from guard.audit.engine import IMMEDIATE, create_engine_for, create_sqlite_file, sqlite_path
 from guard.audit.journal import Journal
 from guard.audit.rows import category_rows, naive_utc, row_values
+from guard.audit.statements import AppendStatements, driver_cursor
 from guard.audit.verify import VerifyReport, latest_checkpoint, verify_all, verify_tenant
 from guard.audit.writer import Batch, GroupCommitWriter
 from guard.errors import AuditUnavailable, Conflict
@@ -115,6 +116,11 @@ class SqlAuditStore:
     ) -> None:
         self.url = url
         self._engine = create_engine_for(url)
+        self._statements = AppendStatements(self._engine.dialect)
+        # A refused record, and a store that failed: SQLAlchemy's errors and the driver's own
+        # (appends run on the driver's cursor, see guard.audit.statements).
+        self._refused = (IntegrityError, self._statements.errors.integrity)
+        self._failed = (SQLAlchemyError, OSError, self._statements.errors.any)
         self._sqlite = sqlite_path(url)
         self._create = create
         self._journal = Journal(journal) if isinstance(journal, (str, Path)) else journal
@@ -166,7 +172,7 @@ class SqlAuditStore:
         """Move journaled records into the store now; returns how many were replayed."""
         if self._journal is None:
             return 0
-        with _wrap_errors("replay the journal"):
+        with _wrap_errors("replay the journal", self._failed):
             self._ensure_schema()
             return self._journal.replay(self._commit_replayed)
 
@@ -221,10 +227,10 @@ class SqlAuditStore:
     def _insert_batches(self, batches: list[Batch]) -> list[Batch | BaseException]:
         try:
             with self._write() as conn:
-                chained = _chain_and_insert(conn, [r for b in batches for r in b])
-        except IntegrityError:
+                chained = _chain_and_insert(conn, self._statements, [r for b in batches for r in b])
+        except self._refused:
             return [self._insert_alone(b) for b in batches]  # find the batch the store refuses
-        except (SQLAlchemyError, OSError) as exc:
+        except self._failed as exc:
             raise _Down(_short(exc)) from exc
         out, start = [], 0
         for batch in batches:
@@ -235,14 +241,14 @@ class SqlAuditStore:
     def _insert_alone(self, batch: Batch) -> Batch | BaseException:
         try:
             with self._write() as conn:
-                return _chain_and_insert(conn, batch)
-        except IntegrityError as exc:
+                return _chain_and_insert(conn, self._statements, batch)
+        except self._refused as exc:
             conflict = self._review_conflict(batch)
             if conflict is not None:
                 return conflict
             metrics.AUDIT_WRITE_FAILURES.labels("rejected").inc()
             return AuditUnavailable(f"audit store refused the record(s) (duplicate id?): {_short(exc)}")
-        except (SQLAlchemyError, OSError) as exc:
+        except self._failed as exc:
             return AuditUnavailable(f"audit store unavailable: {_short(exc)}")
 
     def _review_conflict(self, batch: Batch) -> Conflict | None:
@@ -268,7 +274,7 @@ class SqlAuditStore:
     def _replay_or_down(self) -> None:
         try:
             count = self._journal.replay(self._commit_replayed)  # type: ignore[union-attr]
-        except (SQLAlchemyError, OSError, AuditUnavailable) as exc:
+        except (*self._failed, AuditUnavailable) as exc:
             raise _Down(f"journal replay failed: {_short(exc)}") from exc
         if count:
             log.warning("audit journal replayed: %d record(s) moved into the store", count)
@@ -281,7 +287,8 @@ class SqlAuditStore:
             )
             # a review journaled before reviews claimed their escalation is kept even if another
             # claimed it first: it was acknowledged, and the chain keeps what happened
-            _chain_and_insert(conn, [r for r in records if r.id not in present], claim=_CLAIM_IF_FREE)
+            _chain_and_insert(conn, self._statements, [r for r in records if r.id not in present],
+                              claim_if_free=True)
         metrics.AUDIT_RECORDS.labels("store").inc(len(records) - len(present))
 
     # ------------------------------------------------------------------ reads
@@ -462,25 +469,28 @@ def _txn(engine, *, immediate: bool, wrap: bool) -> Iterator[Connection]:
 
 
 @contextmanager
-def _wrap_errors(what: str) -> Iterator[None]:
+def _wrap_errors(
+    what: str, errors: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError)
+) -> Iterator[None]:
     try:
         yield
-    except (SQLAlchemyError, OSError) as exc:
+    except errors as exc:
         raise AuditUnavailable(f"audit store unavailable ({what}): {_short(exc)}") from exc
 
 
 def _chain_and_insert(
-    conn: Connection, records: list[AuditRecord], *, claim: Executable | None = None
+    conn: Connection, statements: AppendStatements, records: list[AuditRecord], *, claim_if_free: bool = False
 ) -> list[AuditRecord]:
     """Chain ``records`` after their tenants' heads and insert them (caller holds the transaction);
-    each review record claims its escalation with ``claim`` (default: a plain insert, so a claimed
-    escalation raises ``IntegrityError``)."""
+    each review record claims its escalation: a claimed escalation raises the driver's integrity
+    error, or with ``claim_if_free`` (journal replay) leaves the claim where it is."""
     if not records:
         return []
+    cursor = driver_cursor(conn)
     tenants = sorted({r.tenant for r in records})
-    conn.execute(_NEW_HEAD, [{"tenant": t} for t in tenants])
-    heads = conn.execute(_HEADS, {"tenants": tenants}).all()
-    state = {h.tenant: (h.seq, h.hash or None, h.record_id) for h in heads}
+    statements.ensure_heads(cursor, tenants)
+    state = {tenant: (seq, hash_ or None, record_id)
+             for tenant, seq, hash_, record_id in statements.lock_heads(cursor, tenants)}
     chained, rows, categories = [], [], []
     for record in records:
         seq, prev_hash, _ = state[record.tenant]
@@ -489,14 +499,15 @@ def _chain_and_insert(
         categories.extend(category_rows(linked))
         state[record.tenant] = (seq + 1, linked.hash, linked.id)
         chained.append(linked)
-    conn.execute(schema.records.insert(), rows)
-    if categories:
-        conn.execute(schema.record_categories.insert(), categories)
-    conn.execute(_SET_HEAD, [{"t": t, "s": s, "h": h, "r": r} for t, (s, h, r) in state.items()])
+    statements.insert_records(cursor, rows)
+    statements.insert_categories(cursor, categories)
+    statements.set_heads(cursor, [{"t": t, "s": s, "h": h, "r": r} for t, (s, h, r) in state.items()])
     claims = [{"ref_id": r.ref_id, "record_id": r.id} for r in records
               if r.direction == "review" and r.ref_id]
-    if claims:
-        conn.execute(_CLAIM if claim is None else claim, claims)
+    if claims and claim_if_free:
+        conn.execute(_CLAIM_IF_FREE, claims)
+    else:
+        statements.claim(cursor, claims)
     return chained
 
 
@@ -504,25 +515,7 @@ def _review_refs(batch: Sequence[AuditRecord]) -> list[str]:
     return [r.ref_id for r in batch if r.direction == "review" and r.ref_id]
 
 
-# The statements of every commit, built once (building one costs about as much as running it).
-# A tenant's head row is made on its first record in plain SQL (SQLite and PostgreSQL share it): the
-# dialects' ``insert().on_conflict_do_nothing()`` has no cache key, so SQLAlchemy compiled it anew
-# on every commit.
-_NEW_HEAD = text(
-    f"INSERT INTO {schema.heads.name} (tenant, seq, record_id, hash) VALUES (:tenant, 0, '', '') "
-    "ON CONFLICT (tenant) DO NOTHING"
-)
-_HEADS = (
-    select(schema.heads)
-    .where(schema.heads.c.tenant.in_(bindparam("tenants", expanding=True)))
-    .with_for_update()
-)
-_SET_HEAD = (
-    schema.heads.update()
-    .where(schema.heads.c.tenant == bindparam("t"))
-    .values(seq=bindparam("s"), hash=bindparam("h"), record_id=bindparam("r"))
-)
-_CLAIM = schema.reviews.insert()
+# Journal replay claims an escalation only if no review claimed it yet (rare: through SQLAlchemy).
 _CLAIM_IF_FREE = text(
     f"INSERT INTO {schema.reviews.name} (ref_id, record_id) VALUES (:ref_id, :record_id) "
     "ON CONFLICT (ref_id) DO NOTHING"

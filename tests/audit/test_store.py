@@ -164,3 +164,31 @@ def test_postgresql_sessions_never_acknowledge_a_commit_before_it_is_flushed(
             assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == in_force
     finally:
         engine.dispose()
+
+
+def test_appended_rows_are_stored_exactly_as_sqlalchemy_stores_them(store, store_url):
+    """Appends run on the driver's cursor (guard.audit.statements); filters compare the stored
+    values (SQLite keeps times as text), so a row must match what SQLAlchemy would have written,
+    also for a time on a whole second (where a plain ``isoformat`` drops the microseconds)."""
+    from sqlalchemy import text
+
+    from guard.audit import schema
+    from guard.audit.rows import row_values
+
+    on_the_second = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+    stored = store.append([record("on the second", time=on_the_second)])[0]
+    twin = row_values(stored.model_copy(update={"id": "twin"}), 999, "{}")
+    engine = create_engine_for(store_url)
+    try:
+        with engine.connect() as conn, conn.begin() as transaction:
+            conn.execute(schema.records.insert(), twin)
+            raw = {row[0]: row[1:] for row in conn.execute(
+                text("SELECT id, time, shadow, direction, action FROM audit_records WHERE id IN (:a, :b)"),
+                {"a": stored.id, "b": "twin"},
+            )}
+            transaction.rollback()  # the twin was only for comparison
+    finally:
+        engine.dispose()
+    assert raw[stored.id] == raw["twin"]
+    assert [r.id for r in store.query(AuditFilters(since=on_the_second))] == [stored.id]
+    assert store.query(AuditFilters(until=on_the_second)) == []
