@@ -16,6 +16,7 @@ Three differences from Celery's ``RedisBackend``:
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,29 +33,34 @@ class GuardRedisBackend(RedisBackend):
         self._publish(task_id, meta, getattr(request, "reply_to", None))
         return result
 
-    def publish_result(self, task_id: str, result: Any, state: str, reply_to: str | None) -> None:
-        """Store and publish a result without Celery's request context (``workers.strategy``)."""
+    def publish_result(self, task_id: str, result: Any, state: str, reply_to: str | None, *,
+                       keep_s: float | None = None) -> None:
+        """Store and publish a result without Celery's request context (``workers.strategy``);
+        the stored copy is kept ``keep_s`` seconds (at most ``result_expires``)."""
         meta = {"status": state, "result": result, "traceback": None, "children": [],
                 "date_done": datetime.now(timezone.utc).isoformat()}
-        self._publish(task_id, meta, reply_to)
+        self._publish(task_id, meta, reply_to, keep_s)
 
-    def _publish(self, task_id: Any, meta: dict[str, Any], reply_to: Any) -> None:
+    def _publish(self, task_id: Any, meta: dict[str, Any], reply_to: Any, keep_s: float | None = None) -> None:
         meta["task_id"] = bytes_to_str(task_id)
         key = self.get_key_for_task(task_id)
         channel = reply_to if isinstance(reply_to, str) and reply_to.startswith(REPLY_CHANNEL_PREFIX) else key
         value = self.encode(meta)
+        ttl = self.expires
+        if keep_s is not None:
+            ttl = max(1, math.ceil(keep_s)) if not ttl else min(ttl, max(1, math.ceil(keep_s)))
         try:
-            self._store_and_publish(key, channel, value)
+            self._store_and_publish(key, channel, value, ttl)
         except self.connection_errors:  # a pooled connection Redis dropped: once more, on a new one
-            self._store_and_publish(key, channel, value)
+            self._store_and_publish(key, channel, value, ttl)
 
-    def _store_and_publish(self, key: Any, channel: Any, value: Any) -> None:
+    def _store_and_publish(self, key: Any, channel: Any, value: Any, ttl: float | None) -> None:
         """PUBLISH first (the caller is waiting), then the stored copy, in one round trip. Not a
         transaction: the copy is only read after a missed message, long after both are written."""
         with self.client.pipeline(transaction=False) as pipe:
             pipe.publish(channel, value)
-            if self.expires:
-                pipe.setex(key, self.expires, value)
+            if ttl:
+                pipe.setex(key, int(ttl), value)
             else:
                 pipe.set(key, value)
             pipe.execute()

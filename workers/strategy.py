@@ -37,6 +37,8 @@ from guard.executor.wire import TASKS
 log = logging.getLogger("guard.worker")
 
 KIND_OF_TASK = {name: kind for kind, name in TASKS.items()}
+#: Seconds a result's stored copy outlives its caller's deadline (clock skew, a late fetch).
+RESULT_GRACE_S = 5.0
 
 def lean(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
     pool = consumer.pool
@@ -49,18 +51,19 @@ def lean(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
     revoked = consumer.controller.state.revoked
     hub = consumer.hub
 
-    def run(message: Any, task_id: str, reply_to: str | None) -> None:
+    def run(message: Any, task_id: str, reply_to: str | None, keep_s: float | None) -> None:
         try:
             args, _kwargs, _embed = message.decode()
             result, state = serve(kind, args[0]), states.SUCCESS
         except Exception as error:  # noqa: BLE001 - becomes the caller's error, never a silent drop
             log.error("%s task %s failed: %r", kind, task_id, error)
             result, state = {"exc_type": type(error).__name__, "exc_message": str(error)}, states.FAILURE
-        finish(message, task_id, result, state, reply_to)
+        finish(message, task_id, result, state, reply_to, keep_s)
 
-    def finish(message: Any, task_id: str, result: Any, state: str, reply_to: str | None) -> None:
+    def finish(message: Any, task_id: str, result: Any, state: str, reply_to: str | None,
+               keep_s: float | None) -> None:
         try:
-            backend.publish_result(task_id, result, state, reply_to)
+            backend.publish_result(task_id, result, state, reply_to, keep_s=keep_s)
         except Exception as error:  # noqa: BLE001 - Redis gone: the caller's client publishes it again
             log.error("could not store the result of %s task %s: %r", kind, task_id, error)
         blocked = not message.channel.qos.can_consume()
@@ -72,11 +75,12 @@ def lean(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
         headers = message.headers
         task_id = headers["id"]
         reply_to = message.properties.get("reply_to")
+        keep_s = result_ttl(headers.get("expires"))
         if task_id in revoked or _expired(headers.get("expires")):
             finish(message, task_id, {"exc_type": "TaskRevokedError", "exc_message": "expired"}, states.REVOKED,
-                   reply_to)
+                   reply_to, keep_s)
             return
-        pool.apply_async(run, (message, task_id, reply_to))
+        pool.apply_async(run, (message, task_id, reply_to, keep_s))
         recorder = getattr(message.channel, "recorder", None)  # workers.broker: record it soon
         if recorder is not None:
             recorder.kick()
@@ -85,12 +89,27 @@ def lean(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
 
 
 def _expired(expires: str | None) -> bool:
+    left = _seconds_left(expires)
+    return left is not None and left <= 0
+
+
+def result_ttl(expires: str | None) -> float | None:
+    """Seconds the stored copy of a task's result is worth keeping: until its caller stops waiting
+    (the task's ``expires``, the caller's timeout) plus ``RESULT_GRACE_S``; None when the task has
+    no deadline (the backend's ``result_expires`` applies). Keeping every result for the backend's
+    fixed 300 s made Redis grow for five minutes under steady load, for copies nobody reads: the
+    copy is only read by a caller that missed the published reply while it still waits."""
+    left = _seconds_left(expires)
+    return None if left is None else max(left, 0.0) + RESULT_GRACE_S
+
+
+def _seconds_left(expires: str | None) -> float | None:
     if not expires:
-        return False
+        return None
     try:
-        return datetime.now(timezone.utc) >= datetime.fromisoformat(expires)
+        return (datetime.fromisoformat(expires) - datetime.now(timezone.utc)).total_seconds()
     except (TypeError, ValueError):
-        return False
+        return None
 
 
 def _nothing() -> None:

@@ -223,3 +223,40 @@ def test_guard_check_and_status_with_the_broker_down_exit_1_with_one_line() -> N
         done = subprocess.run([*guard_command(), *argv], capture_output=True, text=True, timeout=120)
         assert done.returncode == 1, argv
         assert done.stderr.startswith("guard: model_unavailable: ") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_stored_result_is_kept_only_while_its_caller_may_still_read_it(workers: Any,
+                                                                        celery_settings: GuardSettings) -> None:
+    """The stored copy of a result (read only by a caller that missed the published reply) expires
+    with the caller's deadline plus a grace period, not after the backend's fixed 300 s: under
+    steady load Redis then stops growing as soon as the first copies expire."""
+    import redis
+
+    from guard.executor.results import TASK_KEY_PREFIX
+    from workers.strategy import RESULT_GRACE_S
+
+    timeout_s = 20.0
+
+    async def one_task() -> str:
+        url = celery_settings.broker_url
+        publisher, listener = RedisTaskPublisher(url), ResultListener(url)
+        task_id = str(uuid.uuid4())
+        try:
+            waiter = await listener.expect(task_id)
+            payload = LlamaGuardCall(requests=[LlamaGuardRequest(conversation=CONVERSATIONS[0])], timeout_s=timeout_s)
+            await publisher.publish(TASKS["llama_guard"], f"[{payload.model_dump_json()}]",
+                                    QUEUES["llama_guard"], task_id, timeout_s, reply_to=listener.channel)
+            meta = await asyncio.wait_for(waiter, 60)
+            assert meta["status"] == "SUCCESS"
+            return task_id
+        finally:
+            await listener.aclose()
+            await publisher.aclose()
+
+    task_id = asyncio.run(one_task())
+    client = redis.Redis.from_url(celery_settings.broker_url)
+    try:
+        ttl = client.ttl(TASK_KEY_PREFIX + task_id)
+    finally:
+        client.close()
+    assert 0 < ttl <= timeout_s + RESULT_GRACE_S + 1, ttl
