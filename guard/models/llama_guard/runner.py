@@ -47,6 +47,7 @@ import torch
 
 from guard.errors import BadInput, ContextOverflow, GuardError
 from guard.models.llama_guard.cache import HeaderCache, HeaderKV, compute_headers
+from guard.models.word_cache import disable_word_cache
 from guard.models.llama_guard.family import FamilySpec, get_family, guess_family
 from guard.models.llama_guard.forward import BatchForward, Row
 from guard.models.llama_guard.prompt import Turn, render_prompt, render_turns
@@ -108,6 +109,7 @@ class LlamaGuardRunner:
         self.family = self.spec.name
         self.model = model.eval()
         self.tokenizer = tokenizer
+        disable_word_cache(tokenizer)
         self.info = info or ModelInfo(model=str(getattr(model, "name_or_path", "") or "in-memory"),
                                       family=self.family, device=str(model.device),
                                       dtype=str(model.dtype).removeprefix("torch."))

@@ -27,6 +27,7 @@ from typing import Any
 from guard.errors import ConfigError
 from guard.models.llama_guard.family import Piece, Special, get_family
 from guard.models.llama_guard.prompt import RenderedPrompt
+from guard.models.word_cache import disable_word_cache
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ def _text_backend(tokenizer: Any) -> Any:
 
     copy = Tokenizer.from_str(_backend(tokenizer).to_str())
     copy.encode_special_tokens = True
+    disable_word_cache(copy)
     copy.no_truncation()
     copy.no_padding()
     with _LOCK:

@@ -50,6 +50,7 @@ from guard.models.prompt_guard.chunking import (
 )
 from guard.models.prompt_guard.family import PromptGuardFamily
 from guard.models.prompt_guard.preprocess import TokenStrings
+from guard.models.word_cache import disable_word_cache
 from guard.types import ModelInfo, PromptGuardRequest, PromptGuardResult
 
 DEFAULT_BATCH_SIZE = 16
@@ -83,6 +84,7 @@ class PromptGuardRunner:
             raise BadInput("max_batch_size and max_batch_cells must be >= 1, max_padding >= 0")
         self.model = model.eval()
         self.tokenizer = tokenizer
+        disable_word_cache(tokenizer)
         self.family = family
         self.temperature = float(temperature)
         self.preprocess = family.preprocess if preprocess is None else preprocess
