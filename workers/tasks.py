@@ -32,7 +32,7 @@ from guard.executor.wire import (
 from guard.models.registry import load_runners
 from guard.settings import get_settings
 from workers.app import app
-from workers.memory import cap_malloc_arenas, start_pool_threads
+from workers.memory import cap_malloc_arenas, start_pool_threads, trim_heap_periodically
 
 log = logging.getLogger("guard.worker")
 
@@ -135,6 +135,7 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
         return  # children load on their first task; the parent must not hold a model
     cap_malloc_arenas()
     start_pool_threads(pool)
+    trim_heap_periodically()
     for kind in _served:
         log.info("loading the %s model (%s) in the background", kind,
                  runtime().runners.spec(kind).model or "demo")
