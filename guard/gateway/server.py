@@ -18,6 +18,7 @@ from typing import Any
 import uvicorn
 
 from guard.errors import ConfigError
+from guard.gateway.heap import freeze_startup_heap
 from guard.settings import GuardSettings
 
 KEEP_ALIVE_S: float = GuardSettings.model_fields["keep_alive_s"].default
@@ -53,8 +54,11 @@ def _config(app: Any, host: str, port: int, log_level: str, keep_alive_s: float)
 def serve_forever(
     app: Any, host: str, port: int, *, log_level: str = "info", keep_alive_s: float = KEEP_ALIVE_S
 ) -> None:
-    """Serve until SIGINT/SIGTERM (the calling thread must be the main thread for signals)."""
+    """Serve until SIGINT/SIGTERM (the calling thread must be the main thread for signals). The
+    process's start-up objects are frozen out of the garbage collector's walks first
+    (``guard.gateway.heap``): this is the serving process, not a test's thread."""
     sock = bind_socket(host, port)
+    freeze_startup_heap()
     uvicorn.Server(_config(app, host, port, log_level, keep_alive_s)).run(sockets=[sock])
 
 
