@@ -411,51 +411,39 @@ FINDINGS = """## Found and fixed while building this
   the gateway's own cost). The load runs use the fault harness's policy (`policies/default.yaml` with
   guard timeouts raised to 60 s and system messages trusted: the scripted upstream is driven by
   them).
-* **Memory under load** (the acceptance: no growth between the first and last 20 s). The growth the
-  60 s runs showed (Celery workers +29 to +48 MB) is warm-up as far as runs of a few minutes can tell,
-  not a Python-level leak; whether it stops entirely is not proven. Measured on 2026-12-01 with
-  `python -m bench load --mode celery` (200 clients, 3 min, niced, load average 6-12), each worker
-  sampled from inside every 15-25 s:
-  * in the workers, the Python heap is flat (gc object count within 1 %, tracemalloc within 1-2 MB
-    while RSS rose 12-23 MB); the rise follows the thread count: the Celery threads pool starts its 32
-    threads only as concurrency reaches them (22 -> 72 threads in the Prompt Guard worker, the last
-    ones 75-105 s into the run), each with its stack and its own glibc malloc arena, and
-    `malloc_trim(0)` gives back 5-15 MB at any time (freed memory the arenas keep);
-  * once no thread was added, the Llama Guard worker's RSS (after the trim) stayed within 481-489 MB
-    for 90 s; the Prompt Guard worker's still rose 440 -> 449 MB in the same 90 s. The worker's own
-    path without Celery and Redis (32 threads calling `workers.tasks.serve` for Prompt Guard through
-    the process's batcher, 1-64 at once) stays flat once its threads exist: 434 -> 436 MB after the
-    trim (never above 439) over 8 minutes and 59,000 requests, object count flat. So that last
-    creep is in the Celery/kombu/Redis side or in the ~30 further threads the Celery worker runs
-    (72 against 39): not found; a run of tens of minutes would tell whether it stops;
-  * the same runners driven in one process (in-process executor, batch 32, 5 ms wait, 1-48
-    concurrent requests, 16,600 prompts with input and output checks in 15 min): 428 -> 437 MB,
-    object count flat, `malloc_trim` back to 429 MB;
-  * the gateway's judgement cache only fills under this load (every prompt is new): at its default
-    10,000 results it holds ~22 MB of Python objects (~37 MB RSS) when full, and it was still filling
-    through the measured minute;
-  * Redis keeps each result 300 s (`RESULT_EXPIRES_S`), so it grows for the first 5 minutes of any
-    run, then stays flat.
-
-  So the load bench now runs 60 s of the same load before the measured 60 s (its requests counted
-  apart, its errors still errors), reports what each process gained during it beside the measured
-  growth and the RSS curve of every process (above), and bounds the gateway's judgement cache to
-  1,000 results during load (full within the warm-up; nothing is answered from it there). Any growth
-  left in the table is measured, not hidden. With it (`python -m bench load`, 200 clients, 60 s
-  warm-up + 60 s, niced, load average 0.3-5): in-process gateway +1.7 MB, upstream 0; Celery gateway
-  +0.7 MB, Redis +3.5 MB (results within their 300 s), Llama Guard worker +11.7 MB, Prompt Guard
-  worker +8.5 MB. **No growth is not met for the Celery workers.** One run with `MALLOC_ARENA_MAX=2`
-  in every process (same load): Llama Guard worker +2.7 MB (peak 478 MB against 501), Prompt Guard
-  worker +8.2 MB (unchanged): one run each, so only a hint. Since then a worker starts all its pool
-  threads when it is ready and caps glibc's arenas at 2 (`workers/memory.py`; bef1f16, 24dc049): one
-  run (60 s warm-up + 60 s, load 2-3) gave peaks 477 / 442 MB and growth +8.7 / +3.8 MB. A 20-minute
-  run (`python -m bench load --mode celery --duration 1200`, 200 clients, 28,040 requests, 0 errors,
-  load 2-4) tells the two workers apart: the Prompt Guard worker levels off (448 MB at 5 min, 454 at
-  10, 456 at 15, 458 at 20: under 0.5 MB/min at the end), the **Llama Guard worker does not** (487 MB
-  at 5 min, 492 at 10, 500 at 15, 509-526 at 18-21: about 2 MB/min, roughly 1.5 KB per request);
-  gateway (112-113 MB) and upstream flat, Redis flat at 38-39 MB once results expire (300 s). The
-  Llama Guard worker's creep is not found: its runner driven without Celery stayed flat (above),
-  so the next place to look is what differs per task in the Celery worker for that queue.
+* **Memory under load** (the acceptance: no growth between the first and last 20 s). What the
+  measured minute showed, and what was behind it:
+  * **Redis** grew for five minutes of any run: every result's stored copy was kept 300 s. The copy
+    is only read by a caller that missed the published reply while it still waits, so it now lives
+    until the caller's deadline (the task's `expires`) plus 5 s (`workers.strategy.result_ttl`;
+    253fdd3): in a 10-minute run Redis stayed at 26-27 MB from the second minute (before: +43.8 MB
+    over the same 10 minutes).
+  * **The Llama Guard worker's creep** (~2 MB/min over 20 minutes, Python heap flat) was native
+    memory: glibc's in-use heap (`mallinfo2`, sampled from inside the worker every 10 s) grew
+    205 -> 233 MB in 130 s. Part of it was the tokenizer: `tokenizers` keeps a word cache per calling
+    thread, and the 32 pool threads filled one each, for as long as new words came (16 threads
+    encoding 80,000 new words: +24 MB, and more with every round). The runners now turn that cache
+    off (`guard/models/word_cache.py`; 4d37285; encoding a 125-character text costs ~50 instead of
+    ~30 us). After that, in a 10-minute run the worker's in-use heap grew 248 -> 253 MB over the last
+    five minutes while glibc's free-but-kept heap grew 22 -> 35 MB (fragmentation between live blocks
+    of ever-changing batch shapes), so a worker now hands free heap pages back every 10 s
+    (`malloc_trim(0)`, under 1 ms; `workers/memory.py`; 18361af). The model itself, driven on one
+    thread with batches of every shape (2,300 batches), kept its in-use heap flat (+2.5 MB).
+  * Earlier: a worker starts all its pool threads when it is ready and caps glibc's arenas at 2
+    (bef1f16, 24dc049): the threads pool otherwise started its 32 threads only as load reached them,
+    each with its own arena.
+  * The load bench runs 60 s of the same load before the measured 60 s (its requests counted apart,
+    its errors still errors) and prints what each process gained during it beside the measured
+    growth and the RSS curve of every process, and bounds the gateway's judgement cache to 1,000
+    results during load (full within the warm-up). After the fixes above (`python -m bench load`,
+    200 clients, 60 s warm-up + 60 s, load 2-4): in-process gateway +0.2 MB, upstream 0; Celery
+    gateway +0.3 MB, Redis +1.7 MB, **Llama Guard worker +5.8 MB (its curve 474, 467, 471, 466, 468,
+    465, 471 MB: flat within the sampling noise), Prompt Guard worker +10.0 MB (427 -> 438 MB, still
+    rising)**. The Prompt Guard worker is the one left. It levels off in long runs (20 minutes: 448 MB
+    at 5 min, 458 at 20; 10 minutes: in-use heap 189 -> 197 MB from the second minute on, slowing),
+    most likely as its batches approach their largest shapes under the backlog (the load saturates
+    two cores, p50 latency ~2.5 s); not verified, and no leak found. The acceptance's "no growth"
+    is **not met** for it in a 60 s window.
 """
 
 
