@@ -435,11 +435,12 @@ FINDINGS = """## Found and fixed while building this
   * The load bench runs 60 s of the same load before the measured 60 s (its requests counted apart,
     its errors still errors) and prints what each process gained during it beside the measured
     growth and the RSS curve of every process, and bounds the gateway's judgement cache to 1,000
-    results during load (full within the warm-up). After the fixes above (`python -m bench load`,
-    200 clients, 60 s warm-up + 60 s, load 2-4): in-process gateway +0.2 MB, upstream 0; Celery
-    gateway +0.3 MB, Redis +1.7 MB, **Llama Guard worker +5.8 MB (its curve 474, 467, 471, 466, 468,
-    465, 471 MB: flat within the sampling noise), Prompt Guard worker +10.0 MB (427 -> 438 MB, still
-    rising)**. The Prompt Guard worker is the one left. It levels off in long runs (20 minutes: 448 MB
+    results during load (full within the warm-up). After the fixes above, two runs (`python -m
+    bench load` and this report's, 200 clients, 60 s warm-up + 60 s, load 2-4): in-process gateway
+    +0.2 MB both, upstream 0; Celery gateway +0.3 MB, Redis +1.7 / +1.3 MB, **Llama Guard worker
+    +5.8 / +3.3 MB (curves 474, 467, 471, 466, 468, 465, 471 and 465, 464, 474, 466, 470, 470, 467 MB:
+    flat within the sampling noise), Prompt Guard worker +10.0 / +3.8 MB (427 -> 438 and 432 -> 437
+    MB, rising in both)**. The Prompt Guard worker is the one left. It levels off in long runs (20 minutes: 448 MB
     at 5 min, 458 at 20; 10 minutes: in-use heap 189 -> 197 MB from the second minute on, slowing),
     most likely as its batches approach their largest shapes under the backlog (the load saturates
     two cores, p50 latency ~2.5 s); not verified, and no leak found. The acceptance's "no growth"
