@@ -597,3 +597,24 @@ def test_a_missing_model_is_unavailable(tmp_path):
     with pytest.raises(ModelUnavailable):
         load_prompt_guard(str(tmp_path / "nowhere" / "model"))
 
+
+
+def test_the_fast_attention_plans_stay_within_their_byte_budget():
+    """Plans by sequence length are kept most recent first, within ``max_bytes`` (a 512-token plan
+    holds 6 MB): a worker whose batches grow keeps a bounded cache instead of ~100 MB of them."""
+    from guard.models.prompt_guard.attention import _Plans
+
+    def relative(length: int) -> torch.Tensor:
+        positions = torch.arange(length)
+        return (positions[:, None] - positions[None, :]).unsqueeze(0)
+
+    budget = 8 * 2**20
+    plans = _Plans(size=16, max_bytes=budget)
+    for length in (64, 512, 100, 300, 200, 256, 128):
+        plan = plans.get(relative(length), length, span=256)
+        assert plans.get(relative(length), length, span=256) is plan  # the latest is kept
+        assert plans.nbytes <= max(budget, plan.nbytes)
+    assert plans.nbytes == sum(p.nbytes for p in plans._plans.values())
+    lone = _Plans(size=16, max_bytes=1)
+    big = lone.get(relative(512), 512, span=256)
+    assert lone.get(relative(512), 512, span=256) is big  # one plan is kept even over budget

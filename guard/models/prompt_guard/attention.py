@@ -59,18 +59,31 @@ class _LengthPlan:
     # the [L, width] key-by-window product, so one flat gather yields it in score layout.
     p2c_flat: torch.Tensor
 
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.c2p, self.p2c, self.p2c_flat))
+
 
 class _Plans:
     """Plans by sequence length, shared by the layers of one encoder (they share the bucketing);
-    the most recent ``size`` lengths are kept (a 512-token plan holds 6 MB of indices). Also
+    the most recent lengths are kept, at most ``size`` of them and ``max_bytes`` in all (a
+    512-token plan holds 6 MB of indices: sixteen long lengths were ~100 MB, which a worker under
+    load filled over its first minutes as its batches grew, and which looked like a leak). Also
     remembers the key-padding columns of the last attention mask seen (all layers of a forward get
     the same mask tensor)."""
 
-    def __init__(self, size: int = 16) -> None:
+    def __init__(self, size: int = 16, max_bytes: int = 24 * 2**20) -> None:
         self._plans: OrderedDict[tuple[int, str], _LengthPlan] = OrderedDict()
         self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._lock = threading.Lock()
         self._mask: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return self._bytes
 
     def get(self, relative_pos: torch.Tensor, length: int, span: int) -> _LengthPlan:
         key = (length, str(relative_pos.device))
@@ -81,9 +94,11 @@ class _Plans:
                 return found
         found = _make_plan(relative_pos.reshape(length, length), span)
         with self._lock:
+            old = self._plans.pop(key, None)
+            self._bytes += found.nbytes - (old.nbytes if old is not None else 0)
             self._plans[key] = found
-            while len(self._plans) > self._size:
-                self._plans.popitem(last=False)
+            while len(self._plans) > 1 and (len(self._plans) > self._size or self._bytes > self._max_bytes):
+                self._bytes -= self._plans.popitem(last=False)[1].nbytes
         return found
 
     def key_padding(self, attention_mask: torch.Tensor) -> torch.Tensor | None:
