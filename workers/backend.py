@@ -48,7 +48,8 @@ class GuardRedisBackend(RedisBackend):
         value = self.encode(meta)
         ttl = self.expires
         if keep_s is not None:
-            ttl = max(1, math.ceil(keep_s)) if not ttl else min(ttl, max(1, math.ceil(keep_s)))
+            keep = max(1, math.ceil(keep_s))
+            ttl = min(ttl, keep) if ttl else keep
         try:
             self._store_and_publish(key, channel, value, ttl)
         except self.connection_errors:  # a pooled connection Redis dropped: once more, on a new one

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -31,7 +32,9 @@ WORKER_MALLOC_ARENAS = 2
 TRIM_INTERVAL_S = 10.0
 
 
+@functools.cache
 def _libc() -> Any | None:
+    """The C library, loaded once (``find_library`` runs ``ldconfig``: not every trim)."""
     name = ctypes.util.find_library("c")
     try:
         return ctypes.CDLL(name or "libc.so.6")

@@ -51,19 +51,19 @@ def lean(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
     revoked = consumer.controller.state.revoked
     hub = consumer.hub
 
-    def run(message: Any, task_id: str, reply_to: str | None, keep_s: float | None) -> None:
+    def run(message: Any, task_id: str, reply_to: str | None, expires: str | None) -> None:
         try:
             args, _kwargs, _embed = message.decode()
             result, state = serve(kind, args[0]), states.SUCCESS
         except Exception as error:  # noqa: BLE001 - becomes the caller's error, never a silent drop
             log.error("%s task %s failed: %r", kind, task_id, error)
             result, state = {"exc_type": type(error).__name__, "exc_message": str(error)}, states.FAILURE
-        finish(message, task_id, result, state, reply_to, keep_s)
+        finish(message, task_id, result, state, reply_to, expires)
 
     def finish(message: Any, task_id: str, result: Any, state: str, reply_to: str | None,
-               keep_s: float | None) -> None:
+               expires: str | None) -> None:
         try:
-            backend.publish_result(task_id, result, state, reply_to, keep_s=keep_s)
+            backend.publish_result(task_id, result, state, reply_to, keep_s=result_ttl(expires))
         except Exception as error:  # noqa: BLE001 - Redis gone: the caller's client publishes it again
             log.error("could not store the result of %s task %s: %r", kind, task_id, error)
         blocked = not message.channel.qos.can_consume()
@@ -75,12 +75,12 @@ def lean(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
         headers = message.headers
         task_id = headers["id"]
         reply_to = message.properties.get("reply_to")
-        keep_s = result_ttl(headers.get("expires"))
-        if task_id in revoked or _expired(headers.get("expires")):
+        expires = headers.get("expires")
+        if task_id in revoked or _expired(expires):
             finish(message, task_id, {"exc_type": "TaskRevokedError", "exc_message": "expired"}, states.REVOKED,
-                   reply_to, keep_s)
+                   reply_to, expires)
             return
-        pool.apply_async(run, (message, task_id, reply_to, keep_s))
+        pool.apply_async(run, (message, task_id, reply_to, expires))
         recorder = getattr(message.channel, "recorder", None)  # workers.broker: record it soon
         if recorder is not None:
             recorder.kick()

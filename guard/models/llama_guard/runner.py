@@ -47,7 +47,6 @@ import torch
 
 from guard.errors import BadInput, ContextOverflow, GuardError
 from guard.models.llama_guard.cache import HeaderCache, HeaderKV, compute_headers
-from guard.models.word_cache import disable_word_cache
 from guard.models.llama_guard.family import FamilySpec, get_family, guess_family
 from guard.models.llama_guard.forward import BatchForward, Row
 from guard.models.llama_guard.prompt import Turn, render_prompt, render_turns
@@ -59,6 +58,7 @@ from guard.models.llama_guard.scoring import (
 )
 from guard.models.llama_guard.split import DEFAULT_OVERLAP, combine, split_turns
 from guard.models.llama_guard.tokenize import encode_prompt, prompt_length, token_starts
+from guard.models.word_cache import disable_word_cache
 from guard.types import LlamaGuardRequest, LlamaGuardResult, ModelInfo
 
 MAX_NEW_TOKENS = 20
