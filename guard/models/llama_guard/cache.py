@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from guard.models.cache_arg import cache_kwargs
+
 Layers = tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer: keys, values [1, heads, h, dim]
 
 
@@ -95,8 +97,8 @@ def compute_headers(model, headers: Sequence[tuple[int, ...]]) -> list[HeaderKV]
         mask[row, : len(header)] = 1
     positions = torch.arange(width, device=device).expand(len(headers), width)
     cache = DynamicCache(config=model.config)
-    model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-          logits_to_keep=1)
+    model(input_ids=ids, attention_mask=mask, position_ids=positions, **cache_kwargs(model, cache),
+          use_cache=True, logits_to_keep=1)
     out = []
     for row, header in enumerate(headers):
         layers = tuple((k[row : row + 1, :, : len(header)].clone(), v[row : row + 1, :, : len(header)].clone())

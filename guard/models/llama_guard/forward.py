@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from guard.models.cache_arg import cache_kwargs
+
 from guard.models.llama_guard.cache import HeaderKV, stack_headers
 from guard.models.llama_guard.scoring import CodeTrie, TokenSeq, VerdictTokens
 
@@ -92,7 +94,7 @@ class BatchForward:
         cache = past if past is not None else DynamicCache(config=self.model.config)
         keep = suffix_width + 1 + len(lead)  # [pre-lead-in,] verdict, suffix positions
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=pos.to(self.device), past_key_values=cache, use_cache=True,
+                         position_ids=pos.to(self.device), **cache_kwargs(self.model, cache), use_cache=True,
                          logits_to_keep=keep)
         logits = out.logits.float()  # [B, keep, V]
         verdict_at = len(lead)
@@ -134,7 +136,7 @@ class BatchForward:
             pos[j] = root_pos[j] + 1 + torch.arange(width).clamp(max=len(chain) - 1)
         mask = torch.cat([scored.mask[:, :keep_cols].index_select(0, index), add_mask.to(self.device)], dim=1)
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask, position_ids=pos.to(self.device),
-                         past_key_values=cache, use_cache=True)
+                         **cache_kwargs(self.model, cache), use_cache=True)
         logp = torch.log_softmax(out.logits.float(), dim=-1)
         for j, (i, chain) in enumerate(jobs):
             for m in range(1, len(chain) + 1):
@@ -196,7 +198,7 @@ class BatchForward:
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             last_pos = last_pos + 1
             out = self.model(input_ids=feed, attention_mask=mask, position_ids=last_pos[:, None],
-                             past_key_values=cache, use_cache=True, logits_to_keep=1)
+                             **cache_kwargs(self.model, cache), use_cache=True, logits_to_keep=1)
             nxt = out.logits[:, -1].argmax(dim=-1).tolist()
             still = []
             for slot, (r, token) in enumerate(zip(active, nxt)):

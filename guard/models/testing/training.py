@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from guard.models.cache_arg import cache_kwargs
+
 
 @dataclass(frozen=True)
 class Example:
@@ -153,12 +155,12 @@ def _answer_logits(
     cache = None
     if prefix:
         cache = DynamicCache(config=model.config)
-        backbone(input_ids=torch.tensor([prefix]), past_key_values=cache, use_cache=True)
+        backbone(input_ids=torch.tensor([prefix]), **cache_kwargs(backbone, cache), use_cache=True)
         cache.batch_repeat_interleave(len(batch))
     start = len(prefix)
     positions = torch.arange(start, start + width).unsqueeze(0).expand(len(batch), -1)
     hidden = backbone(
-        input_ids=ids, past_key_values=cache, use_cache=cache is not None, position_ids=positions
+        input_ids=ids, **cache_kwargs(backbone, cache), use_cache=cache is not None, position_ids=positions
     ).last_hidden_state
     logits = model.get_output_embeddings()(hidden[rows, cols])
     return logits, torch.tensor(targets), rows
