@@ -1,5 +1,6 @@
-"""Keep a worker's memory flat under load: all pool threads started up front, few malloc arenas,
-freed heap pages handed back to the system every few seconds.
+"""Keep a worker's memory flat under load: all pool threads started up front and, on glibc's
+allocator (a worker without jemalloc, see ``workers.allocator``), few malloc arenas and freed heap
+pages handed back to the system every few seconds.
 
 A threads-pool worker's RSS otherwise keeps growing for minutes into its first busy period, which
 looks like a leak and is not one: ``ThreadPoolExecutor`` starts a thread only when a task finds

@@ -31,6 +31,7 @@ from guard.executor.wire import (
 )
 from guard.models.registry import load_runners
 from guard.settings import get_settings
+from workers.allocator import jemalloc_loaded
 from workers.app import app
 from workers.memory import cap_malloc_arenas, start_pool_threads, trim_heap_periodically
 
@@ -133,9 +134,10 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     _concurrency = getattr(pool, "limit", None)
     if "prefork" in type(pool).__module__:
         return  # children load on their first task; the parent must not hold a model
-    cap_malloc_arenas()
     start_pool_threads(pool)
-    trim_heap_periodically()
+    if not jemalloc_loaded():  # glibc's allocator: few arenas, free pages handed back now and then
+        cap_malloc_arenas()
+        trim_heap_periodically()
     for kind in _served:
         log.info("loading the %s model (%s) in the background", kind,
                  runtime().runners.spec(kind).model or "demo")

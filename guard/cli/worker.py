@@ -2,8 +2,10 @@
 
 Every flag becomes the ``GUARD_`` variable the worker process reads (``--model`` becomes
 ``GUARD_LLAMA_GUARD`` or ``GUARD_PROMPT_GUARD`` after the queue), then the Celery worker starts
-with the threads pool, so that concurrent tasks share the process's micro-batcher. The same worker
-starts with ``celery -A workers.app worker -Q llama_guard`` and the variables set by hand.
+with the threads pool, so that concurrent tasks share the process's micro-batcher. The process first
+re-executes itself with jemalloc preloaded where it is installed (``GUARD_WORKER_ALLOCATOR``,
+``workers.allocator``). The same worker starts with ``celery -A workers.app worker -Q llama_guard``
+and the variables set by hand (and ``LD_PRELOAD=libjemalloc.so.2`` for the allocator).
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ def worker(
     _export(queues, model=model, family=family, revision=revision, dtype=dtype, device=device,
             concurrency=concurrency, broker=broker, result_backend=result_backend)
     _validate_settings()
+    from workers.allocator import reexec_with
     from workers.app import app, celery_config
 
     from guard.settings import get_settings
 
     settings = get_settings()
+    reexec_with(settings.worker_allocator)  # jemalloc, where installed (no return when it re-executes)
     app.conf.update(celery_config(settings))
     node = name or f"{'+'.join(queues)}.{os.getpid()}@%h"
     app.worker_main(["worker", "-Q", ",".join(queues), "-P", "threads",

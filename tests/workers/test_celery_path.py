@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import uuid
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from guard.settings import GuardSettings
 from guard.types import LlamaGuardRequest, Message, PromptGuardRequest
 
 from tests.workers.conftest import guard_command
+from workers.allocator import find_jemalloc, jemalloc_loaded
 
 T = TypeVar("T")
 
@@ -75,6 +77,12 @@ def in_process(celery_settings: GuardSettings) -> Any:
     executor = InProcessExecutor(load_runners(local), max_batch_size=local.max_batch_size, max_wait_ms=0)
     yield executor
     executor.close()
+
+
+@pytest.mark.skipif(find_jemalloc() is None, reason="jemalloc is not installed here")
+def test_workers_run_on_jemalloc(workers: Any) -> None:
+    for worker in workers.values():
+        assert jemalloc_loaded(Path(f"/proc/{worker.proc.pid}/maps")), worker.name
 
 
 def test_results_through_celery_equal_in_process_exactly(workers: Any, celery_settings: GuardSettings,
