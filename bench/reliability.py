@@ -418,41 +418,35 @@ FINDINGS = """## Found and fixed while building this
     until the caller's deadline (the task's `expires`) plus 5 s (`workers.strategy.result_ttl`;
     253fdd3): in a 10-minute run Redis stayed at 26-27 MB from the second minute (before: +43.8 MB
     over the same 10 minutes).
-  * **The Llama Guard worker's creep** (~2 MB/min over 20 minutes, Python heap flat) was native
-    memory: glibc's in-use heap (`mallinfo2`, sampled from inside the worker every 10 s) grew
-    205 -> 233 MB in 130 s. Part of it was the tokenizer: `tokenizers` keeps a word cache per calling
-    thread, and the 32 pool threads filled one each, for as long as new words came (16 threads
-    encoding 80,000 new words: +24 MB, and more with every round). The runners now turn that cache
-    off (`guard/models/word_cache.py`; 4d37285; encoding a 125-character text costs ~50 instead of
-    ~30 us). After that, in a 10-minute run the worker's in-use heap grew 248 -> 253 MB over the last
-    five minutes while glibc's free-but-kept heap grew 22 -> 35 MB (fragmentation between live blocks
-    of ever-changing batch shapes), so a worker now hands free heap pages back every 10 s
-    (`malloc_trim(0)`, under 1 ms; `workers/memory.py`; 18361af). The model itself, driven on one
-    thread with batches of every shape (2,300 batches), kept its in-use heap flat (+2.5 MB).
-  * Earlier: a worker starts all its pool threads when it is ready and caps glibc's arenas at 2
-    (bef1f16, 24dc049): the threads pool otherwise started its 32 threads only as load reached them,
-    each with its own arena.
+  * **Worker caches that filled for minutes**: `tokenizers` keeps a word cache per calling thread,
+    and the 32 pool threads filled one each for as long as new words came (16 threads encoding
+    80,000 new words: +24 MB); the runners turn it off (`guard/models/word_cache.py`; 4d37285). The
+    Prompt Guard fast attention kept gather indices per sequence length (6 MB for a 512-token one),
+    which filled towards ~100 MB as batches grew under the backlog; that cache is bounded by bytes
+    (24 MB; 9f3a50a). A worker starts all its pool threads when it is ready (bef1f16).
+  * **The allocator, not the program.** After those fixes the workers' RSS still rose under load:
+    through five minutes (`--warmup 240`), the Llama Guard worker 440 -> 471 MB (~6 MB a minute,
+    still rising at the end), the Prompt Guard worker 415 -> 440 MB. Sampled from inside a worker
+    every 15 s, the Python heap was flat (allocated blocks 1.57 M, gc objects ~413,000, +-0.5 %)
+    while glibc's in-use heap rose (184 -> 216 MB in 200 s), in the main heap and in the second
+    arena alike. heaptrack, attached to a loaded Llama Guard worker for 150 s of load (its RSS +20
+    MB meanwhile), counted 51 million allocation calls whose net consumption never passed 13 MB and
+    ended at 1 KB: the program's live allocations did not grow; glibc kept what they freed among the
+    worker's ~70 threads, and neither capping its arenas at 2 (24dc049), nor `malloc_trim` every 10
+    s (18361af), nor a run with `GLIBC_TUNABLES=glibc.malloc.tcache_count=0` (per-thread cache off)
+    stopped that. Under jemalloc (same 150 s run) the Llama Guard worker's RSS stayed at 487-500 MB
+    from its first ten seconds of load to its last but one sample (510 in the last). So `guard worker` now re-executes itself with jemalloc preloaded where it
+    is installed (`workers/allocator.py`, `GUARD_WORKER_ALLOCATOR`; the image installs
+    `libjemalloc2`). Three load runs since (200 clients, 60 s warm-up + 60 s, load ~2): Llama Guard
+    worker +2.4, +2.6, +6.3 MB, Prompt Guard worker +2.0, +7.2, +3.1 MB, Redis +0.5 to +1.3, gateway
+    +0.0 to +0.8, upstream 0 (before jemalloc, three runs: workers +3.3 to +5.8 and +3.8 to +10.0
+    MB). A worker's RSS moves by 5-10 MB between samples 10 s apart either way, so a minute cannot
+    tell a trend of a few MB from that noise; the acceptance's "no growth" is **not met** for the
+    Celery workers in a strict reading of the figures above, though no growing allocation was found.
   * The load bench runs 60 s of the same load before the measured 60 s (its requests counted apart,
-    its errors still errors) and prints what each process gained during it beside the measured
-    growth and the RSS curve of every process, and bounds the gateway's judgement cache to 1,000
-    results during load (full within the warm-up). After the fixes above, two runs (`python -m
-    bench load` and this report's, 200 clients, 60 s warm-up + 60 s, load 2-4): in-process gateway
-    +0.2 MB both, upstream 0; Celery gateway +0.3 MB, Redis +1.7 / +1.3 MB, **Llama Guard worker
-    +5.8 / +3.3 MB (curves 474, 467, 471, 466, 468, 465, 471 and 465, 464, 474, 466, 470, 470, 467 MB:
-    flat within the sampling noise), Prompt Guard worker +10.0 / +3.8 MB (427 -> 438 and 432 -> 437
-    MB, rising in both)**. The Prompt Guard worker's rise was mostly a cache: its fast attention keeps
-    gather indices per sequence length (16 lengths, 6 MB for a 512-token one), which filled towards
-    ~100 MB as its batches grew under the backlog (the load saturates two cores, p50 latency
-    ~2.5 s); driven on one thread with growing batches, its in-use heap rose for ~1,000 batches to
-    200-215 MB. That cache is now also bounded by bytes (24 MB; 9f3a50a): the same run plateaus at
-    ~179 MB. One more load run after it (Celery, same load): Llama Guard worker +5.5 MB (462, 460,
-    463, 474, 468, 469, 471), Prompt Guard worker +4.1 MB (432, 431, 430, 436, 436, 437, 434), Redis
-    +1.0, gateway +0.1, upstream +0.1. What is left is a few MB per worker in the measured minute
-    (about 1 % of their RSS, steps of 4-10 MB between samples that move by as much either way), and
-    a slow RSS rise at a flat in-use heap seen in a 2,400-batch single-thread run of the Prompt Guard
-    runner (435 -> 445 MB after `malloc_trim`; a fixed 1 MB mmap threshold did not stop it), not
-    explained. The acceptance's "no growth" is **not met** for the Celery workers in a strict
-    reading.
+    its errors still errors), prints what each process gained during it beside the measured growth
+    and the RSS curve of every process, and bounds the gateway's judgement cache to 1,000 results
+    during load (full within the warm-up).
 """
 
 
