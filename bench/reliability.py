@@ -441,7 +441,7 @@ FINDINGS = """## Found and fixed while building this
     (`workers/allocator.py`, `GUARD_WORKER_ALLOCATOR`; the image installs `libjemalloc2`).
   * **Where the RSS levels off.** On jemalloc the workers' RSS rises through the first ~3.5 minutes
     of this load (allocator working set, bounded caches filling as longer inputs arrive: +111 and
-    +59 MB) and then stays level: with 240 s of the same load first (`python -m bench load --mode
+    +59 MB) and then stays about level (see the last point below): with 240 s of the same load first (`python -m bench load --mode
     celery --warmup 240`), the measured minute gave Llama Guard worker **+0.1 MB**, Prompt Guard
     worker **+0.6 MB**, Redis -0.3, gateway +0.1, upstream 0 (curves 490-512 and 453-459 MB from
     the third minute on). The same run on glibc, earlier the same day: Llama Guard worker +8.1 MB
