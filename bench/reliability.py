@@ -461,7 +461,13 @@ FINDINGS = """## Found and fixed while building this
     still drifts up slowly (about 487 -> 495 MB from the first to the fifth minute here, 486 -> 503
     MB in the run before, peaking at 512 in its fourth minute), where glibc gave ~6 MB a minute.
     Whether that drift levels off or is a slow leak below what heaptrack showed in 150 s is not
-    settled: **not met** for the Llama Guard worker in a strict reading.
+    settled: **not met** for the Llama Guard worker in a strict reading. A 21-minute run since
+    (`python -m bench load --mode celery --warmup 1200`, same load, 0 errors): the Llama Guard
+    worker stayed within 495-521 MB from its third minute to its last (minutes 3-5: 495-514, 10-15:
+    500-510, 15-20: 503-521), the Prompt Guard worker within 461-470 MB from its fifth minute, Redis
+    22-23, gateway 113; the final measured minute gave -0.5, +2.9, -0.2 and 0.0 MB. Against ~6 MB a
+    minute under glibc, that is a band of about 20 MB, not a climb; a drift under ~0.5 MB a minute
+    inside it cannot be excluded from these samples.
   * The load bench runs 240 s of the same load before the measured 60 s (its requests counted apart,
     its errors still errors), prints what each process gained during it beside the measured growth
     and the RSS curve of the whole run, and bounds the gateway's judgement cache to 1,000 results
