@@ -4,7 +4,7 @@ FROM python:3.11-slim
 ARG TORCH_SPEC="torch>=2.4,<2.15"
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
-# jemalloc: workers run on it (GUARD_WORKER_ALLOCATOR=auto), which keeps their memory flat under load.
+# jemalloc: workers run on it (GUARD_WORKER_ALLOCATOR=auto), on which their memory levels off under load.
 RUN apt-get update && apt-get install -y --no-install-recommends libjemalloc2 && rm -rf /var/lib/apt/lists/*
 RUN pip install "$TORCH_SPEC"
 COPY pyproject.toml README.md ./

@@ -48,7 +48,7 @@ class GuardSettings(BaseSettings):
     check_timeout_s: float = 30.0
     # Threads per worker process: tasks run concurrently and wait on the process's batcher.
     worker_concurrency: int = 32
-    # Allocator of a worker process (workers.allocator): jemalloc keeps its memory flat under load.
+    # Allocator of a worker process (workers.allocator): on jemalloc its memory levels off under load.
     worker_allocator: Literal["auto", "jemalloc", "system"] = "auto"
     # Redis redelivers a task a worker took but never acknowledged (killed) after this long. Keep it
     # above a worker's worst queue + batch time (else slow tasks run twice) and below the check

@@ -1,12 +1,13 @@
-"""A worker process runs on jemalloc where it is installed: its memory then stays flat under load.
+"""A worker process runs on jemalloc where it is installed: its memory then levels off under load.
 
 Under glibc's allocator a threads-pool worker's RSS kept rising for as long as it was loaded (the
 Llama Guard worker ~6 MB a minute through a five-minute run, still rising at its end), while the
 memory the program itself held did not grow: heaptrack, attached to a loaded worker for 150 s,
 saw 51 million allocation calls and a net consumption that never passed 13 MB. What grew was
 glibc's own keeping of freed memory among the worker's ~70 threads, which neither capping its
-arenas nor ``malloc_trim`` stopped. Under jemalloc the same worker's RSS was flat from its first
-ten seconds of load (docs/reliability.md, "Memory under load").
+arenas nor ``malloc_trim`` stopped. Under jemalloc the same worker's RSS stayed within a band of
+about 20 MB from its third minute of load through a 21-minute run (docs/reliability.md, "Memory
+under load").
 
 An allocator is chosen before the process starts (``LD_PRELOAD``), so ``guard worker`` re-executes
 itself once with jemalloc preloaded; ``GUARD_WORKER_ALLOCATOR`` is ``auto`` (jemalloc when found,

@@ -53,12 +53,13 @@ def worker(
             concurrency=concurrency, broker=broker, result_backend=result_backend)
     _validate_settings()
     from workers.allocator import reexec_with
-    from workers.app import app, celery_config
 
     from guard.settings import get_settings
 
     settings = get_settings()
     reexec_with(settings.worker_allocator)  # jemalloc, where installed (no return when it re-executes)
+    from workers.app import app, celery_config  # after the re-exec: imported once, in the final process
+
     app.conf.update(celery_config(settings))
     node = name or f"{'+'.join(queues)}.{os.getpid()}@%h"
     app.worker_main(["worker", "-Q", ",".join(queues), "-P", "threads",

@@ -598,7 +598,6 @@ def test_a_missing_model_is_unavailable(tmp_path):
         load_prompt_guard(str(tmp_path / "nowhere" / "model"))
 
 
-
 def test_the_fast_attention_plans_stay_within_their_byte_budget():
     """Plans by sequence length are kept most recent first, within ``max_bytes`` (a 512-token plan
     holds 6 MB): a worker whose batches grow keeps a bounded cache instead of ~100 MB of them."""

@@ -6,8 +6,8 @@ import asyncio
 import json
 import subprocess
 import uuid
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest

@@ -24,7 +24,6 @@ import torch
 from transformers import DynamicCache
 
 from guard.models.cache_arg import cache_kwargs
-
 from guard.models.llama_guard.cache import HeaderKV, stack_headers
 from guard.models.llama_guard.scoring import CodeTrie, TokenSeq, VerdictTokens
 
